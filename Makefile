@@ -1,0 +1,55 @@
+# kubesmith developer entry points. `make up` and `make test` are the two the README names.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+KS     := $(BIN)/kubesmith
+STAMP  := $(VENV)/.installed
+LINT_PATHS := src infra tests
+
+.PHONY: help venv lint typecheck test test-fast up lxd bench clean lock
+
+help:
+	@echo "make up         create the local cluster (kubesmith up -s local)"
+	@echo "make test       lint, type check and every test tier (installs LXD and the node image)"
+	@echo "make test-fast  lint, type check and the tests that need no LXD"
+	@echo "make bench      benchmarks; results in bench/results/"
+	@echo "make lock       refresh constraints.txt from the current venv"
+
+# The venv is rebuilt when the dependency ranges or the pinned constraints change.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/yamllint -s .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test-fast: lint typecheck
+	$(BIN)/pytest -m "not integration and not e2e"
+
+test: lint typecheck
+	$(BIN)/pytest
+
+up: $(STAMP)
+	$(KS) up -s local
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | grep -v '^kubesmith' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

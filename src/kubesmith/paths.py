@@ -1,0 +1,49 @@
+"""Where kubesmith keeps its files.
+
+Everything a run creates on the controller (SSH keys, PKI, known_hosts, Pulumi state, the
+artifact cache, lab inventories) lives under one state directory, ``.kubesmith/`` in the
+project root by default (git-ignored), or ``$KUBESMITH_HOME`` when set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubesmith.errors import UserError
+
+#: Files that mark the project root.
+_ROOT_MARKERS = ("Pulumi.yaml",)
+
+
+def package_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest directory with a Pulumi.yaml at or above $KUBESMITH_PROJECT, start or cwd."""
+    env = os.environ.get("KUBESMITH_PROJECT")
+    here = Path(env) if env else (start or Path.cwd())
+    here = here.resolve()
+    for candidate in (here, *here.parents):
+        if any((candidate / marker).is_file() for marker in _ROOT_MARKERS):
+            return candidate
+    raise UserError(
+        f"no Pulumi.yaml found in {here} or its parents; run kubesmith inside the project "
+        "or set KUBESMITH_PROJECT"
+    )
+
+
+def state_dir(root: Path | None = None) -> Path:
+    """The controller-side state directory (created 0700 on first use)."""
+    env = os.environ.get("KUBESMITH_HOME")
+    path = Path(env) if env else (root or project_root()) / ".kubesmith"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def stack_dir(stack: str, root: Path | None = None) -> Path:
+    """Per-stack state: SSH key, known_hosts, PKI, inventories."""
+    path = state_dir(root) / "stacks" / stack
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
