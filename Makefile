@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 KS     := $(BIN)/kubesmith
 STAMP  := $(VENV)/.installed
-LINT_PATHS := src infra tests
+LINT_PATHS := src infra tests bench
 
 .PHONY: help venv lint typecheck test test-fast up lxd bench clean lock
 

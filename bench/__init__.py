@@ -1,1 +1,1 @@
-"""kubesmith benchmarks (`make bench`): each bench_*.py module here exposes run() -> list of rows."""
+"""kubesmith benchmarks (`make bench`): each bench_*.py module exposes run() -> rows."""
