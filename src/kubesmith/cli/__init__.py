@@ -1,17 +1,20 @@
 """The `kubesmith` command line.
 
-Each command family lives in its own module and is registered here. Every KubesmithError
-raised below reaches the user as one line on stderr and its exit code, never as a traceback.
+Each command family lives in its own module of this package and defines
+``register(app: typer.Typer) -> None``; modules are discovered here, so adding a command never
+edits this file. Every KubesmithError raised below reaches the user as one line on stderr and
+its exit code, never as a traceback.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from kubesmith.cli import config as config_cmd
 from kubesmith.cli.console import err
 from kubesmith.errors import KubesmithError
 
@@ -38,7 +41,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(config_cmd.app, name="config")
+
+
+def _register_commands() -> None:
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        register = getattr(module, "register", None)
+        if callable(register):
+            register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -15,6 +15,10 @@ from kubesmith.stackfile import load_spec
 app = typer.Typer(help="Inspect and validate stack configuration.", no_args_is_help=True)
 
 
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="config")
+
+
 def _text(value: Any) -> str:
     if value is None:
         return "(unset)"
