@@ -1,0 +1,111 @@
+"""The cluster spec: defaults, derived values, and the rules that relate several fields."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from kubesmith import versions
+from kubesmith.errors import ConfigError
+from kubesmith.spec import ClusterSpec, parse_cluster
+from tests.conftest import REPO
+
+
+def stack_cluster(stack: str) -> dict[str, Any]:
+    document = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())
+    return copy.deepcopy(document["config"]["kubesmith:cluster"])
+
+
+def problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_cluster(raw)
+    return info.value.problems
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "prod"])
+def test_shipped_stacks_are_valid(stack: str) -> None:
+    spec = parse_cluster(stack_cluster(stack))
+    assert spec.name == stack
+
+
+def test_stack_shapes_match_the_environments() -> None:
+    local, dev, prod = (parse_cluster(stack_cluster(s)) for s in ("local", "dev", "prod"))
+    assert (local.backend, local.control_planes, local.workers) == ("lxd", 1, 2)
+    assert (dev.backend, dev.control_planes, dev.workers, dev.production) == ("aws", 1, 2, False)
+    assert (prod.backend, prod.control_planes, prod.workers, prod.production) == ("aws", 3, 3, True)
+    assert prod.aws is not None
+    assert len(prod.aws.availability_zones) == 3
+    for spec in (dev, prod):
+        assert spec.aws is not None
+        assert "0.0.0.0/0" not in spec.aws.admin_cidrs
+
+
+def test_defaults_are_filled_and_derived_values_follow_the_ranges() -> None:
+    spec = parse_cluster(
+        {"name": "c1", "backend": "lxd", "lxd": {}, "serviceCidr": "10.100.0.0/16"}
+    )
+    assert spec.kubernetes_version == versions.default_kubernetes_version()
+    assert spec.control_planes == 1
+    assert spec.workers == 0
+    assert not spec.ha
+    assert spec.dns_address == "10.100.0.10"
+    assert spec.api_service_address == "10.100.0.1"
+    assert spec.lxd is not None
+    assert str(spec.node_network) == spec.lxd.subnet
+
+
+def test_explicit_cluster_dns_wins() -> None:
+    spec = parse_cluster({"name": "c1", "backend": "lxd", "lxd": {}, "clusterDns": "10.96.0.53"})
+    assert spec.dns_address == "10.96.0.53"
+
+
+def test_spec_is_immutable() -> None:
+    spec = parse_cluster(stack_cluster("local"))
+    with pytest.raises(ValueError, match="frozen"):
+        spec.workers = 5  # type: ignore[misc]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = stack_cluster("prod")
+    raw["controlPlanes"] = 2
+    raw["workers"] = -1
+    raw["podCidr"] = "10.96.0.0/16"
+    raw["aws"]["adminCidrs"] = ["0.0.0.0/0"]
+    found = problems(raw)
+    assert len(found) == 4, found
+    joined = "\n".join(found)
+    for key in ("controlPlanes", "workers", "podCidr", "aws.adminCidrs[0]"):
+        assert f"kubesmith:cluster.{key}" in joined
+
+
+def test_open_admin_cidr_is_allowed_outside_production() -> None:
+    raw = stack_cluster("dev")
+    raw["aws"]["adminCidrs"] = ["0.0.0.0/0"]
+    assert parse_cluster(raw).aws is not None
+
+
+def test_only_pinned_kubernetes_versions_are_accepted() -> None:
+    for pinned in versions.kubernetes_versions():
+        raw = stack_cluster("local")
+        raw["kubernetesVersion"] = pinned
+        assert parse_cluster(raw).kubernetes_version == pinned
+    raw = stack_cluster("local")
+    raw["kubernetesVersion"] = "1.20.0"
+    (message,) = problems(raw)
+    assert all(v in message for v in versions.kubernetes_versions())
+
+
+@pytest.mark.parametrize("planes", [1, 3, 5, 7])
+def test_odd_control_plane_counts_are_accepted(planes: int) -> None:
+    raw = stack_cluster("local")
+    raw["controlPlanes"] = planes
+    assert parse_cluster(raw).ha is (planes > 1)
+
+
+def test_model_round_trips_through_its_aliases() -> None:
+    spec = parse_cluster(stack_cluster("prod"))
+    again = ClusterSpec.model_validate(spec.model_dump(by_alias=True))
+    assert again == spec
