@@ -1,0 +1,33 @@
+"""`kubesmith lxd init`: install and start LXD, then create the stack's pool, bridge and profile."""
+
+from __future__ import annotations
+
+import typer
+
+from kubesmith.cli.console import err, out
+from kubesmith.local import daemon, host
+from kubesmith.local.connection import connect, socket_path
+from kubesmith.local.stackspec import load_lxd_spec
+
+#: The local backend's commands default to the `local` stack.
+LocalStack = typer.Option("local", "--stack", "-s", help="Stack name (reads Pulumi.<stack>.yaml).")
+
+app = typer.Typer(help="Prepare this machine's LXD for the local backend.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="lxd")
+
+
+@app.command("init")
+def init(stack: str = LocalStack) -> None:
+    """Install LXD if missing, start it, create the storage pool, bridge and node profile."""
+    _, lxd = load_lxd_spec(stack)
+    installed = daemon.ensure_packages()
+    if installed:
+        err.print(f"installed {', '.join(installed)}")
+    socket = socket_path()
+    if daemon.ensure_daemon(socket):
+        err.print(f"started LXD (log: {daemon.log_file()})")
+    for line in host.init_host(connect(socket), stack, lxd):
+        out.print(line)

@@ -1,0 +1,120 @@
+"""Install LXD from Debian when it is missing and start its daemon without systemd.
+
+CI machines and this VM have no systemd as PID 1, so the daemon is started directly
+(``lxd --group root``) and awaited with ``lxd waitready``. Every step checks first, so running
+it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubesmith.errors import KubesmithError, ToolMissingError
+from kubesmith.local.connection import LxdUnavailableError, connect, may_start_daemon
+
+#: Command -> the Debian package that ships it.
+REQUIRED_TOOLS = {
+    "lxd": "lxd",
+    "lxc": "lxd-client",
+    "iptables": "iptables",
+    "debootstrap": "debootstrap",
+}
+READY_TIMEOUT_S = 120
+#: Commands in /usr/sbin are not on a non-login root PATH everywhere.
+_SEARCH_PATH = os.pathsep.join(
+    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+)
+
+
+def missing_packages() -> list[str]:
+    return sorted(
+        {
+            pkg
+            for tool, pkg in REQUIRED_TOOLS.items()
+            if shutil.which(tool, path=_SEARCH_PATH) is None
+        }
+    )
+
+
+def _run(command: Sequence[str], what: str) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": _SEARCH_PATH}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise KubesmithError(
+            f"{what} failed (exit {result.returncode}): {detail[-1] if detail else 'no output'}"
+        )
+
+
+def ensure_packages() -> list[str]:
+    """Install whatever of LXD, iptables and debootstrap is missing; returns what was installed."""
+    packages = missing_packages()
+    if not packages:
+        return []
+    if os.geteuid() != 0:
+        raise ToolMissingError(
+            f"missing Debian packages: {', '.join(packages)}",
+            hint=f"run as root, or: sudo apt-get install -y {' '.join(packages)}",
+        )
+    if shutil.which("apt-get", path=_SEARCH_PATH) is None:
+        raise ToolMissingError(
+            f"missing {', '.join(packages)} and no apt-get to install them; install LXD by hand"
+        )
+    _run(["apt-get", "update"], "apt-get update")
+    _run(["apt-get", "install", "-y", *packages], f"apt-get install {' '.join(packages)}")
+    return packages
+
+
+def log_file() -> Path:
+    lxd_dir = os.environ.get("LXD_DIR")
+    return Path(lxd_dir) / "lxd.log" if lxd_dir else Path("/var/log/lxd/lxd.log")
+
+
+def _systemd_running() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+def ensure_daemon(socket: Path) -> bool:
+    """Start the daemon behind ``socket`` unless it answers already; True when it was started."""
+    try:
+        connect(socket)
+        return False
+    except LxdUnavailableError:
+        if not may_start_daemon(socket):
+            raise
+    if os.geteuid() != 0:
+        raise LxdUnavailableError(
+            f"LXD is not running at {socket} and starting it needs root",
+            hint="run kubesmith lxd init as root",
+        )
+    if _systemd_running() and "LXD_DIR" not in os.environ:
+        _run(["systemctl", "start", "lxd.socket", "lxd.service"], "systemctl start lxd")
+    else:
+        log = log_file()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        # A session of its own, so the daemon outlives this command and its terminal.
+        subprocess.Popen(
+            ["lxd", "--group", "root", "--logfile", str(log)],
+            env={**os.environ, "PATH": _SEARCH_PATH},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    result = subprocess.run(
+        ["lxd", "waitready", f"--timeout={READY_TIMEOUT_S}"],
+        env={**os.environ, "PATH": _SEARCH_PATH},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise LxdUnavailableError(
+            f"LXD did not become ready within {READY_TIMEOUT_S} s; see {log_file()}"
+        )
+    connect(socket)
+    return True
