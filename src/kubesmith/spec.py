@@ -156,6 +156,44 @@ class AwsSpec(_Model):
         return ipaddress.IPv4Network(self.vpc_cidr)
 
 
+ArtifactSource = Literal["distro", "release"]
+
+
+class ArtifactsSpec(_Model):
+    """Where node components (etcd, containerd, runc, CNI plugins, crictl) come from.
+
+    ``release``: the upstream download pinned by sha256 in versions.yaml, fetched once to the
+    controller's cache (from ``mirrorBaseUrl`` when set, for air-gapped sites). ``distro``:
+    Debian packages. Unset, the backend decides: ``distro`` for lxd (works without internet
+    access through the local bridge's NAT to the Debian archive), ``release`` for aws.
+    """
+
+    source: ArtifactSource | None = None
+    mirror_base_url: StrictStr | None = None
+    #: Per-component override of ``source``, e.g. ``{etcd: release}``.
+    components: dict[StrictStr, ArtifactSource] = Field(default_factory=dict)
+
+    @field_validator("mirror_base_url")
+    @classmethod
+    def _mirror(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(
+                f"must be an http(s) URL such as https://mirror.example/files, got {value!r}"
+            )
+        return value
+
+    @field_validator("components")
+    @classmethod
+    def _known_components(cls, value: dict[str, str]) -> dict[str, str]:
+        pinned = versions.components()
+        for name, source in value.items():
+            if name not in pinned:
+                raise ValueError(f"unknown component {name!r} (components: {', '.join(pinned)})")
+            if source == "distro" and not pinned[name].distro_packages:
+                raise ValueError(f"{name} is not packaged by Debian; use source release")
+        return value
+
+
 class AppRef(_Model):
     """An application from templates/apps/ to deploy on the cluster, with stack-level values."""
 
@@ -185,6 +223,7 @@ class ClusterSpec(_Model):
     lxd: LxdSpec | None = None
     aws: AwsSpec | None = None
     apps: list[AppRef] = Field(default_factory=list)
+    artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
 
     @field_validator("name")
     @classmethod
@@ -263,6 +302,13 @@ class ClusterSpec(_Model):
             return self.lxd.subnet_network
         assert self.aws is not None
         return self.aws.vpc_network
+
+    def artifact_source(self, component: str) -> ArtifactSource:
+        """Where ``component`` comes from: its override, artifacts.source, or the backend's."""
+        chosen = self.artifacts.components.get(component) or self.artifacts.source
+        if chosen is None:
+            chosen = "distro" if self.backend == "lxd" else "release"
+        return chosen
 
     @property
     def kubernetes_minor(self) -> str:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
-from typing import Any, cast
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import yaml
 
 from kubesmith.paths import package_dir
+
+ArchiveFormat = Literal["tar.gz", "binary"]
 
 
 @cache
@@ -24,3 +29,79 @@ def kubernetes_versions() -> list[str]:
 
 def default_kubernetes_version() -> str:
     return str(load()["kubernetes"]["default"])
+
+
+@dataclass(frozen=True)
+class Component:
+    """One node component pinned in versions.yaml (etcd, containerd, runc, ...)."""
+
+    name: str
+    version: str
+    url_template: str
+    format: ArchiveFormat
+    #: Path inside the download (templated like the URL) -> file name installed on the node.
+    binaries: Mapping[str, str]
+    sha256: Mapping[str, str]
+    #: Debian packages that provide it; empty when Debian does not package the component.
+    distro_packages: tuple[str, ...]
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        return tuple(sorted(self.sha256))
+
+    def _fill(self, template: str, arch: str) -> str:
+        return template.replace("{version}", self.version).replace("{arch}", arch)
+
+    def checksum(self, arch: str) -> str:
+        try:
+            return self.sha256[arch]
+        except KeyError:
+            known = ", ".join(self.architectures)
+            raise KeyError(
+                f"{self.name} {self.version}: no published checksum for architecture {arch!r} "
+                f"(pinned: {known})"
+            ) from None
+
+    def url(self, arch: str, mirror_base_url: str | None = None) -> str:
+        """The upstream URL, or its copy under ``mirror_base_url``/<host>/<path>."""
+        upstream = self._fill(self.url_template, arch)
+        if not mirror_base_url:
+            return upstream
+        parts = urlsplit(upstream)
+        return f"{mirror_base_url.rstrip('/')}/{parts.netloc}{parts.path}"
+
+    def filename(self, arch: str) -> str:
+        return self._fill(self.url_template, arch).rsplit("/", 1)[-1]
+
+    def installed_binaries(self, arch: str) -> dict[str, str]:
+        """Path inside the download -> name on the node, for this architecture."""
+        return {self._fill(src, arch): dest for src, dest in self.binaries.items()}
+
+
+def _component(name: str, data: Mapping[str, Any]) -> Component:
+    distro = data.get("distro") or {}
+    return Component(
+        name=name,
+        version=str(data["version"]),
+        url_template=str(data["url"]),
+        format=cast(ArchiveFormat, data["format"]),
+        binaries={str(k): str(v) for k, v in data["binaries"].items()},
+        sha256={str(k): str(v) for k, v in data["sha256"].items()},
+        distro_packages=tuple(str(p) for p in distro.get("packages", ())),
+    )
+
+
+def components() -> dict[str, Component]:
+    """Every node component, by name, in the order versions.yaml lists them."""
+    return {name: _component(name, data) for name, data in load()["components"].items()}
+
+
+def component(name: str) -> Component:
+    found = components().get(name)
+    if found is None:
+        raise KeyError(f"versions.yaml pins no component {name!r}")
+    return found
+
+
+def sandbox_image() -> str:
+    return str(load()["images"]["sandbox"])
