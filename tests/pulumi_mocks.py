@@ -5,6 +5,8 @@ Pulumi code path is checked here: the program runs in-process, each resource reg
 is answered by `KubesmithMocks` (its inputs plus plausible computed outputs) and recorded
 with its parent, and the stack's exports are resolved.
 
+    from tests.pulumi_mocks import INSTANCE, run_program
+
     run = run_program("dev")                     # config from Pulumi.dev.yaml
     run.of_type(INSTANCE), run.outputs["inventory"], run.calls
 
