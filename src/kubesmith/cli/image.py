@@ -1,0 +1,39 @@
+"""`kubesmith image build`: the Debian node image the local backend launches nodes from."""
+
+from __future__ import annotations
+
+import typer
+
+from kubesmith.cli.console import err, out
+from kubesmith.cli.lxd import LocalStack
+from kubesmith.local.connection import connect
+from kubesmith.local.image import build_image
+from kubesmith.local.stackspec import load_lxd_spec
+
+app = typer.Typer(help="Build the node image for the local backend.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="image")
+
+
+@app.command("build")
+def build(
+    stack: str = LocalStack,
+    force: bool = typer.Option(
+        False, "--force", help="Rebuild even when the inputs are unchanged."
+    ),
+) -> None:
+    """Build the image under lxd.image (skipped when unchanged, or when lxd.remoteImage is set)."""
+    _, lxd = load_lxd_spec(stack)
+    if lxd.remote_image:
+        out.print(f"stack {stack} uses lxd.remoteImage {lxd.remote_image}; nothing to build")
+        return
+    client = connect()
+    err.print(f"node image {lxd.image}: checking inputs (a rebuild runs debootstrap: minutes)")
+    result = build_image(client, lxd.image, force=force)
+    state = "built" if result.built else "up to date"
+    out.print(
+        f"image {result.alias}: {state} in {result.seconds:.1f} s "
+        f"(fingerprint {result.fingerprint[:12]}, inputs {result.input_hash[:12]})"
+    )

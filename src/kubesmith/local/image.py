@@ -1,0 +1,309 @@
+"""Build the Debian node image with debootstrap and import it into LXD, cached by content hash.
+
+The image is small (minbase plus what a node needs to boot and be reached over SSH) and
+carries nothing specific to a stack or a node: no SSH key (injected when a node is created),
+no host keys (generated on first boot), an empty machine-id. A hash over every build input is
+stored as an image property; a build whose inputs did not change is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pylxd
+import yaml
+from pylxd.exceptions import NotFound
+
+from kubesmith.errors import KubesmithError, ToolMissingError, UserError
+from kubesmith.local.aptsources import archive_mirror, image_sources, render_deb822
+from kubesmith.paths import state_dir
+
+RELEASE = "bookworm"
+#: On top of debootstrap's minbase: an init, a reachable and manageable (Ansible) node.
+PACKAGES = (
+    "systemd-sysv",
+    "openssh-server",
+    "python3",
+    "iproute2",
+    "sudo",
+    "ca-certificates",
+    "iputils-ping",
+)
+UNITS = (
+    "systemd-networkd.service",
+    "kubesmith-ssh-host-keys.service",
+    "kubesmith-cgroup-v1-cpu.service",
+)
+#: Units that cannot work in a container: binfmt_misc is the host kernel's, not the node's.
+MASKED_UNITS = ("systemd-binfmt.service",)
+#: Files copied into the image as they are (paths relative to the image's root).
+OVERLAY = Path(__file__).resolve().parent / "rootfs"
+#: Bumped when a build step changes in a way the other inputs do not show.
+RECIPE_VERSION = 1
+
+MANAGED_PROPERTY = "kubesmith.managed"
+HASH_PROPERTY = "kubesmith.input_hash"
+#: dpkg architecture -> LXD architecture name.
+_LXD_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the image's content; its hash names the build."""
+
+    release: str
+    architecture: str
+    packages: tuple[str, ...]
+    units: tuple[str, ...]
+    masked_units: tuple[str, ...]
+    apt_sources: str
+    mirror: str
+    overlay: dict[str, str] = field(default_factory=dict)
+
+    def input_hash(self) -> str:
+        data = {"recipe_version": RECIPE_VERSION, **self.__dict__}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    alias: str
+    fingerprint: str
+    input_hash: str
+    built: bool
+    seconds: float
+
+
+def read_overlay(root: Path = OVERLAY) -> dict[str, str]:
+    """Overlay files by path, with their mode, so a chmod changes the hash too."""
+    return {
+        f"{path.relative_to(root)}:{path.stat().st_mode & 0o777:o}": path.read_text(
+            encoding="utf-8"
+        )
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def dpkg_architecture() -> str:
+    result = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ToolMissingError("dpkg is needed to build the node image (a Debian host)")
+    return result.stdout.strip()
+
+
+def make_recipe(architecture: str | None = None, etc_apt: Path = Path("/etc/apt")) -> Recipe:
+    sources = image_sources(RELEASE, etc_apt)
+    return Recipe(
+        release=RELEASE,
+        architecture=architecture or dpkg_architecture(),
+        packages=PACKAGES,
+        units=UNITS,
+        masked_units=MASKED_UNITS,
+        apt_sources=render_deb822(sources),
+        mirror=archive_mirror(sources, RELEASE),
+        overlay=read_overlay(),
+    )
+
+
+def find_image(client: pylxd.Client, alias: str) -> pylxd.models.Image | None:
+    """The image behind ``alias``; an error when the alias exists but kubesmith did not build it."""
+    try:
+        image = client.images.get_by_alias(alias)
+    except NotFound:
+        return None
+    if image.properties.get(MANAGED_PROPERTY) != "true":
+        raise UserError(
+            f"lxd.image: the LXD image alias {alias!r} exists and was not built by kubesmith; "
+            "set lxd.image to another alias"
+        )
+    return image
+
+
+@contextmanager
+def _build_lock() -> Iterator[None]:
+    lock_path = state_dir() / "image-build.lock"
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _run(command: list[str], what: str, log: Path) -> None:
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        raise KubesmithError(
+            f"node image: {what} failed (exit {result.returncode}): {lines[-1] if lines else ''}",
+            hint=f"full log: {log}",
+        )
+
+
+def _unmount_below(root: Path) -> None:
+    """Undo mounts a failed debootstrap left in the tree, deepest first, before deleting it."""
+    mounts = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+    points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
+    for point in sorted((p for p in points if Path(p).is_relative_to(root)), reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False)
+
+
+def _debootstrap(recipe: Recipe, rootfs: Path, log: Path) -> None:
+    _run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--arch={recipe.architecture}",
+            f"--include={','.join(recipe.packages)}",
+            recipe.release,
+            str(rootfs),
+            recipe.mirror,
+        ],
+        "debootstrap",
+        log,
+    )
+
+
+def _customise(recipe: Recipe, rootfs: Path, log: Path) -> None:
+    """Make the bootstrapped tree a node image: nothing host- or instance-specific left in it."""
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    # Empty: systemd makes a fresh one on each node's first boot (DHCP and journald use it).
+    (rootfs / "etc/machine-id").write_text("", encoding="utf-8")
+    # debootstrap copies the build host's own hostname and resolver in.
+    for leftover in (
+        "etc/hostname",
+        "etc/resolv.conf",
+        "var/lib/dbus/machine-id",
+        "var/log/bootstrap.log",
+    ):
+        (rootfs / leftover).unlink(missing_ok=True)
+    for key_and_mode, text in recipe.overlay.items():
+        relative, mode = key_and_mode.rsplit(":", 1)
+        target = rootfs / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        target.chmod(int(mode, 8))
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+    sources = rootfs / "etc/apt/sources.list.d/debian.sources"
+    sources.parent.mkdir(parents=True, exist_ok=True)
+    sources.write_text(recipe.apt_sources, encoding="utf-8")
+    _run(["chroot", str(rootfs), "systemctl", "enable", *recipe.units], "systemctl enable", log)
+    _run(["chroot", str(rootfs), "systemctl", "mask", *recipe.masked_units], "systemctl mask", log)
+    _run(["chroot", str(rootfs), "apt-get", "clean"], "apt-get clean", log)
+    shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+    (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True)
+
+
+def _metadata(recipe: Recipe, input_hash: str) -> bytes:
+    """metadata.tar.gz: what LXD needs (architecture, creation date) plus our marker and hash."""
+    document = {
+        "architecture": _LXD_ARCH.get(recipe.architecture, recipe.architecture),
+        "creation_date": int(dt.datetime.now(dt.UTC).timestamp()),
+        "properties": {
+            "os": "debian",
+            "release": recipe.release,
+            "description": f"kubesmith node (Debian {recipe.release}, {input_hash[:12]})",
+            MANAGED_PROPERTY: "true",
+            HASH_PROPERTY: input_hash,
+        },
+    }
+    payload = yaml.safe_dump(document, sort_keys=False).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("metadata.yaml")
+        info.size = len(payload)
+        info.mtime = int(time.time())
+        archive.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+def _import(
+    client: pylxd.Client,
+    alias: str,
+    metadata: bytes,
+    rootfs_tar: Path,
+    previous: pylxd.models.Image | None,
+) -> str:
+    with rootfs_tar.open("rb") as rootfs:
+        image = client.images.create(rootfs, metadata=io.BytesIO(metadata))
+    description = image.properties.get("description", "kubesmith node")
+    if previous is None:
+        image.add_alias(alias, description)
+    else:
+        # Move the alias, then drop the old image unless something else still names it.
+        client.api.images.aliases[alias].put(
+            json={"target": image.fingerprint, "description": description}
+        )
+        previous.sync()
+        if not previous.aliases:
+            previous.delete(wait=True)
+    return str(image.fingerprint)
+
+
+def build_image(
+    client: pylxd.Client,
+    alias: str,
+    *,
+    force: bool = False,
+    recipe: Recipe | None = None,
+    work_root: Path | None = None,
+) -> BuildResult:
+    """Build and import the node image under ``alias`` unless an identical one is there."""
+    started = time.monotonic()
+    recipe = recipe or make_recipe()
+    input_hash = recipe.input_hash()
+    with _build_lock():
+        previous = find_image(client, alias)
+        if (
+            previous is not None
+            and previous.properties.get(HASH_PROPERTY) == input_hash
+            and not force
+        ):
+            return BuildResult(
+                alias, previous.fingerprint, input_hash, False, time.monotonic() - started
+            )
+        if os.geteuid() != 0:
+            raise KubesmithError("building the node image needs root (debootstrap, chroot)")
+        if shutil.which("debootstrap", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            raise ToolMissingError(
+                "debootstrap is not installed", hint="run: kubesmith lxd init (installs it)"
+            )
+        work = (work_root or state_dir() / "image-build") / input_hash[:16]
+        shutil.rmtree(work, ignore_errors=True)
+        rootfs = work / "rootfs"
+        rootfs.mkdir(parents=True)
+        log = work / "build.log"
+        try:
+            _debootstrap(recipe, rootfs, log)
+            _customise(recipe, rootfs, log)
+            tarball = work / "rootfs.tar"
+            # Uncompressed: LXD unpacks plain tar, and gzip would cost more than the upload.
+            _run(
+                ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."],
+                "tar",
+                log,
+            )
+            fingerprint = _import(client, alias, _metadata(recipe, input_hash), tarball, previous)
+        except BaseException:
+            _unmount_below(rootfs)
+            shutil.rmtree(rootfs, ignore_errors=True)
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(alias, fingerprint, input_hash, True, time.monotonic() - started)
