@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import fnmatch
 import hashlib
 import io
 import json
@@ -51,6 +52,7 @@ UNITS = (
 MASKED_UNITS = ("systemd-binfmt.service",)
 #: Files copied into the image as they are (paths relative to the image's root).
 OVERLAY = Path(__file__).resolve().parent / "rootfs"
+SLIM_CONFIG = "etc/dpkg/dpkg.cfg.d/kubesmith-slim"
 #: Bumped when a build step changes in a way the other inputs do not show.
 RECIPE_VERSION = 1
 
@@ -71,7 +73,7 @@ class Recipe:
     masked_units: tuple[str, ...]
     apt_sources: str
     mirror: str
-    overlay: dict[str, str] = field(default_factory=dict)
+    overlay: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def input_hash(self) -> str:
         data = {"recipe_version": RECIPE_VERSION, **self.__dict__}
@@ -87,12 +89,10 @@ class BuildResult:
     seconds: float
 
 
-def read_overlay(root: Path = OVERLAY) -> dict[str, str]:
-    """Overlay files by path, with their mode, so a chmod changes the hash too."""
+def read_overlay(root: Path = OVERLAY) -> dict[str, tuple[str, int]]:
+    """Overlay files: relative path -> (text, mode); the mode counts, so a chmod rebuilds."""
     return {
-        f"{path.relative_to(root)}:{path.stat().st_mode & 0o777:o}": path.read_text(
-            encoding="utf-8"
-        )
+        str(path.relative_to(root)): (path.read_text(encoding="utf-8"), path.stat().st_mode & 0o777)
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
@@ -180,6 +180,34 @@ def _debootstrap(recipe: Recipe, rootfs: Path, log: Path) -> None:
     )
 
 
+def dpkg_filters(config: str) -> list[tuple[bool, str]]:
+    """(keep, pattern) from dpkg path-include/path-exclude lines, in order."""
+    filters = []
+    for line in config.splitlines():
+        option, _, pattern = line.strip().partition("=")
+        if option in ("path-include", "path-exclude"):
+            filters.append((option == "path-include", pattern))
+    return filters
+
+
+def excluded(path: str, filters: list[tuple[bool, str]]) -> bool:
+    """dpkg's rule: the last pattern that matches decides (``*`` matches ``/`` too)."""
+    verdict = False
+    for keep, pattern in filters:
+        if fnmatch.fnmatchcase(path, pattern):
+            verdict = not keep
+    return verdict
+
+
+def _apply_dpkg_filters(rootfs: Path, config: str) -> None:
+    """Remove what dpkg would not have installed under the image's path filters."""
+    filters = dpkg_filters(config)
+    for path in sorted(rootfs.rglob("*"), reverse=True):
+        is_file = not path.is_dir() or path.is_symlink()
+        if is_file and excluded("/" + str(path.relative_to(rootfs)), filters):
+            path.unlink()
+
+
 def _customise(recipe: Recipe, rootfs: Path, log: Path) -> None:
     """Make the bootstrapped tree a node image: nothing host- or instance-specific left in it."""
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
@@ -194,12 +222,12 @@ def _customise(recipe: Recipe, rootfs: Path, log: Path) -> None:
         "var/log/bootstrap.log",
     ):
         (rootfs / leftover).unlink(missing_ok=True)
-    for key_and_mode, text in recipe.overlay.items():
-        relative, mode = key_and_mode.rsplit(":", 1)
+    for relative, (text, mode) in recipe.overlay.items():
         target = rootfs / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
-        target.chmod(int(mode, 8))
+        target.chmod(mode)
+    _apply_dpkg_filters(rootfs, (rootfs / SLIM_CONFIG).read_text(encoding="utf-8"))
     (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
     sources = rootfs / "etc/apt/sources.list.d/debian.sources"
     sources.parent.mkdir(parents=True, exist_ok=True)
