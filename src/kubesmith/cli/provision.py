@@ -1,0 +1,141 @@
+"""`kubesmith provision` and `kubesmith etcd snapshot|restore`: run the playbooks on a cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from kubesmith.cli.console import err, out
+from kubesmith.errors import UserError
+from kubesmith.provision import target as targets
+from kubesmith.provision.provisioner import Options, Outcome, provision
+from kubesmith.provision.recap import Progress, pki_summary, recap_table
+
+etcd_app = typer.Typer(help="etcd backups: snapshot now, restore a snapshot.", no_args_is_help=True)
+
+StackOption = typer.Option(None, "--stack", "-s", help="Stack name (its inventory and PKI).")
+InventoryOption = typer.Option(
+    None,
+    "--inventory",
+    "-i",
+    help="An inventory file instead of a stack (e.g. a lab's); PKI and run data live beside it.",
+)
+SourceOption = typer.Option(
+    None,
+    "--source",
+    help="With --inventory: install components from 'distro' packages or 'release' downloads "
+    "(default: distro for an lxd inventory, release otherwise).",
+)
+TAGS = ("prep", "pki", "runtime", "etcd")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("provision")(provision_command)
+    app.add_typer(etcd_app, name="etcd")
+
+
+def _target(stack: str | None, inventory: Path | None, source: str | None) -> targets.Target:
+    if (stack is None) == (inventory is None):
+        raise UserError("give exactly one of --stack/-s STACK or --inventory FILE")
+    if source is not None and source not in ("distro", "release"):
+        raise UserError(f"--source: must be distro or release, got {source!r}")
+    if stack is not None:
+        if source is not None:
+            raise UserError(
+                "--source only applies to --inventory; a stack sets kubesmith:cluster.artifacts"
+            )
+        return targets.for_stack(stack)
+    assert inventory is not None
+    chosen: Literal["distro", "release"] | None = source  # type: ignore[assignment]
+    return targets.for_inventory(inventory, chosen)
+
+
+def _run(target: targets.Target, options: Options, title: str) -> Outcome:
+    hosts = list(target.inventory.hostvars)
+    with Progress(err, hosts, f"{title}: {target.label}") as progress:
+        outcome = provision(target, options, progress)
+    summary = pki_summary(outcome.pki)
+    if summary:
+        err.print(summary)
+    for artifact in outcome.downloaded:
+        err.print(f"downloaded and verified {artifact.label}")
+    out.print(recap_table(outcome.run, f"{title}: {target.label}"))
+    outcome.run.raise_for_failure(title)
+    return outcome
+
+
+def _tags(tags: list[str]) -> list[str]:
+    chosen = [t.strip() for value in tags for t in value.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(TAGS))
+    if unknown:
+        raise UserError(f"--tags: unknown tag {', '.join(unknown)} (tags: {', '.join(TAGS)})")
+    return chosen
+
+
+def provision_command(
+    stack: str | None = StackOption,
+    inventory: Path | None = InventoryOption,
+    tags: list[str] = typer.Option(
+        [], "--tags", "-t", help=f"Only these parts: {', '.join(TAGS)} (comma separated)."
+    ),
+    limit: str | None = typer.Option(None, "--limit", "-l", help="Only these hosts (pattern)."),
+    check: bool = typer.Option(
+        False, "--check", help="Report what would change on the nodes without changing them."
+    ),
+    source: str | None = SourceOption,
+) -> None:
+    """Prepare nodes, install certificates, containerd and etcd (playbooks/site.yml)."""
+    target = _target(stack, inventory, source)
+    options = Options(tags=_tags(tags), limit=limit, check=check)
+    outcome = _run(target, options, "provision")
+    changed = sum(s.changed for s in outcome.run.stats.values())
+    out.print(f"[green]ok[/]: {len(outcome.run.stats)} hosts provisioned, {changed} changes")
+
+
+@etcd_app.command("snapshot")
+def snapshot_command(
+    stack: str | None = StackOption,
+    inventory: Path | None = InventoryOption,
+    dest: Path | None = typer.Option(
+        None, "--dest", help="Directory for the copy (default: <state dir>/etcd-snapshots)."
+    ),
+) -> None:
+    """Take an etcd snapshot on the first member and copy it to the controller (0600)."""
+    target = _target(stack, inventory, None)
+    directory = (dest or target.state_dir / "etcd-snapshots").resolve()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    before = set(directory.glob("*.db"))
+    _run(
+        target,
+        Options(
+            playbook="etcd-snapshot.yml", extravars={"etcd_snapshot_fetch_dir": str(directory)}
+        ),
+        "etcd snapshot",
+    )
+    new = sorted(set(directory.glob("*.db")) - before)
+    out.print(f"snapshot: {new[-1] if new else directory}")
+
+
+@etcd_app.command("restore")
+def restore_command(
+    snapshot: Path = typer.Option(..., "--snapshot", help="Snapshot file on this machine."),
+    stack: str | None = StackOption,
+    inventory: Path | None = InventoryOption,
+) -> None:
+    """Restore every etcd member from SNAPSHOT (the old data directories are kept aside)."""
+    if not snapshot.is_file():
+        raise UserError(f"--snapshot: {snapshot}: no such file")
+    target = _target(stack, inventory, None)
+    started = datetime.now(UTC)
+    _run(
+        target,
+        Options(
+            playbook="etcd-restore.yml",
+            extravars={"etcd_restore_snapshot": str(snapshot.resolve())},
+        ),
+        "etcd restore",
+    )
+    out.print(f"[green]ok[/]: etcd restored from {snapshot} (started {started:%H:%M:%S} UTC)")

@@ -1,0 +1,112 @@
+"""Upstream release artifacts: fetched once into the controller's cache, verified first.
+
+A download goes to a temporary file beside its cache slot, its sha256 is computed while it
+streams, and only a download that matches the checksum pinned in versions.yaml is moved into
+place. Nothing reaches a node before every artifact of the run has been verified, so a wrong
+checksum (a tampered mirror, a truncated file, a mistyped pin) changes no node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubesmith.errors import KubesmithError
+from kubesmith.versions import Component
+
+_CHUNK = 1 << 20
+#: `uname -m` / ansible_architecture -> the architecture names releases use.
+MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    component: Component
+    arch: str
+    url: str
+    sha256: str
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.component.name} {self.component.version} ({self.arch})"
+
+
+def release_arch(machine: str) -> str:
+    try:
+        return MACHINE_ARCH[machine]
+    except KeyError:
+        raise KubesmithError(
+            f"unsupported node architecture {machine!r} (supported: amd64, arm64)"
+        ) from None
+
+
+def plan(
+    component: Component, arch: str, cache_dir: Path, mirror_base_url: str | None = None
+) -> Artifact:
+    """Where ``component`` for ``arch`` comes from and where it is cached."""
+    try:
+        checksum = component.checksum(arch)
+    except KeyError as exc:
+        raise KubesmithError(str(exc.args[0])) from None
+    return Artifact(
+        component=component,
+        arch=arch,
+        url=component.url(arch, mirror_base_url),
+        sha256=checksum,
+        path=cache_dir / component.name / component.version / arch / component.filename(arch),
+    )
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(artifact: Artifact, *, timeout: float = 60.0) -> bool:
+    """Make sure the verified artifact is in the cache; return True when it was downloaded."""
+    if artifact.path.is_file():
+        if _sha256_of(artifact.path) == artifact.sha256:
+            return False
+        # A cached file that no longer matches its pin is useless: fetch it again.
+        artifact.path.unlink()
+    artifact.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = artifact.path.with_name(artifact.path.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with (
+            urllib.request.urlopen(artifact.url, timeout=timeout) as response,
+            partial.open("wb") as out,
+        ):
+            while chunk := response.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except (urllib.error.URLError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise KubesmithError(
+            f"{artifact.url}: download of {artifact.label} failed: {reason}",
+            hint="offline? set kubesmith:cluster.artifacts.mirrorBaseUrl to a mirror of the "
+            "release files, or artifacts.source: distro",
+        ) from None
+    got = digest.hexdigest()
+    if got != artifact.sha256:
+        partial.unlink(missing_ok=True)
+        raise KubesmithError(
+            f"{artifact.url}: sha256 {got} does not match {artifact.sha256} pinned for "
+            f"{artifact.label} in versions.yaml; nothing was installed"
+        )
+    partial.replace(artifact.path)
+    return True
+
+
+def fetch_all(artifacts: Iterable[Artifact]) -> list[Artifact]:
+    """Fetch and verify every artifact; return those that were downloaded (not cached)."""
+    return [a for a in artifacts if fetch(a)]

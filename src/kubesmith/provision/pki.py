@@ -1,0 +1,424 @@
+"""The cluster PKI, generated once on the controller and kept across runs.
+
+Layout under the PKI directory (the stack's or lab's state dir, 0700):
+
+    ca.crt ca.key                      Kubernetes CA
+    etcd/ca.crt etcd/ca.key            etcd CA
+    nodes/<node>/<path>.{crt,key}      leaf certificates, <path> as on the node under
+                                       /etc/kubernetes/pki (kubeadm's layout)
+
+What exists is reused. A CA is created only when neither of its files exists; a missing half
+is an error, never a silent regeneration (every certificate would stop verifying). A leaf
+certificate is issued when missing and reissued, with its existing key, only when its SANs
+differ from what the inventory says, it no longer chains to its CA, or it expires within
+``RENEW_BEFORE``; each issue is reported with its reason.
+
+Certificates are described by data (``CAS``, ``LEAVES``): the control-plane issue adds the
+apiserver, kubelet and front-proxy certificates by appending profiles, not by changing code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import ipaddress
+import os
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kubesmith.errors import KubesmithError
+
+CA_VALIDITY = dt.timedelta(days=3650)
+LEAF_VALIDITY = dt.timedelta(days=365)
+#: Leaf certificates closer than this to expiry are reissued on the next run.
+RENEW_BEFORE = dt.timedelta(days=90)
+#: Backdating absorbs clock skew between controller and nodes.
+_BACKDATE = dt.timedelta(minutes=5)
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class CaProfile:
+    path: str  # "ca" -> ca.crt / ca.key
+    common_name: str
+    #: Inventory groups whose nodes receive the CA key too (kubeadm puts it on control planes).
+    key_groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class LeafProfile:
+    path: str  # relative to /etc/kubernetes/pki, without suffix
+    ca: str  # CaProfile.path of the signer
+    common_name: str  # "{node}" is replaced by the node name
+    groups: frozenset[str]  # inventory groups whose nodes get this certificate
+    server: bool = False
+    client: bool = False
+    organization: str | None = None
+    #: Whether the node's names and addresses go into subjectAltName (server certificates).
+    node_sans: bool = False
+
+
+CAS: tuple[CaProfile, ...] = (
+    CaProfile("ca", "kubernetes", key_groups=frozenset({"kube_control_plane"})),
+    CaProfile("etcd/ca", "etcd-ca"),
+)
+
+_ETCD = frozenset({"etcd"})
+LEAVES: tuple[LeafProfile, ...] = (
+    LeafProfile(
+        "etcd/server", "etcd/ca", "{node}", _ETCD, server=True, client=True, node_sans=True
+    ),
+    LeafProfile("etcd/peer", "etcd/ca", "{node}", _ETCD, server=True, client=True, node_sans=True),
+    LeafProfile(
+        "etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client", _ETCD, client=True
+    ),
+    LeafProfile(
+        "apiserver-etcd-client",
+        "etcd/ca",
+        "kube-apiserver-etcd-client",
+        frozenset({"kube_control_plane"}),
+        client=True,
+    ),
+)
+
+#: CA certificates every node receives (trust anchors; the keys stay per CaProfile.key_groups).
+_CA_CERT_GROUPS = {
+    "ca": frozenset({"k8s_cluster", "etcd"}),
+    "etcd/ca": frozenset({"etcd", "kube_control_plane"}),
+}
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """What a node's certificates must name, read from the inventory."""
+
+    name: str
+    groups: frozenset[str]
+    addresses: tuple[Address, ...]
+    dns_names: tuple[str, ...] = ()
+
+    def sans(self) -> frozenset[x509.GeneralName]:
+        names: set[x509.GeneralName] = {x509.DNSName(self.name), x509.DNSName("localhost")}
+        names.update(x509.DNSName(d) for d in self.dns_names)
+        names.update(x509.IPAddress(a) for a in self.addresses)
+        names.update(x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1"))
+        return frozenset(names)
+
+
+@dataclass(frozen=True)
+class NodeFile:
+    """One file to place on a node: controller path, path under /etc/kubernetes/pki, mode."""
+
+    src: Path
+    dest: str
+    mode: str
+
+    def as_var(self) -> dict[str, str]:
+        return {"src": str(self.src), "dest": self.dest, "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class NodeBundle:
+    archive: Path
+    files: list[str]
+    manifest: str
+
+
+@dataclass
+class PkiReport:
+    #: (node or "-", file path, reason) for every certificate or key written by this run.
+    issued: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class Pki:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    # --- public -------------------------------------------------------------------------
+
+    def ensure(self, nodes: Sequence[NodeIdentity], *, now: dt.datetime | None = None) -> PkiReport:
+        """Create what is missing, reissue what is stale; return what was written and why."""
+        now = now or dt.datetime.now(dt.UTC)
+        report = PkiReport()
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cas = {profile.path: self._ensure_ca(profile, now, report) for profile in CAS}
+        for node in nodes:
+            for leaf in LEAVES:
+                if leaf.groups & node.groups:
+                    self._ensure_leaf(node, leaf, cas[leaf.ca], now, report)
+        return report
+
+    def node_files(self, node: NodeIdentity) -> list[NodeFile]:
+        """The files ``node`` receives, by its inventory groups (after ``ensure``)."""
+        files: list[NodeFile] = []
+        for ca in CAS:
+            if _CA_CERT_GROUPS[ca.path] & node.groups:
+                files.append(NodeFile(self._ca_path(ca, ".crt"), f"{ca.path}.crt", "0644"))
+            if ca.key_groups & node.groups:
+                files.append(NodeFile(self._ca_path(ca, ".key"), f"{ca.path}.key", "0600"))
+        for leaf in LEAVES:
+            if leaf.groups & node.groups:
+                base = self._leaf_base(node.name, leaf)
+                files.append(NodeFile(base.with_suffix(".crt"), f"{leaf.path}.crt", "0644"))
+                files.append(NodeFile(base.with_suffix(".key"), f"{leaf.path}.key", "0600"))
+        return files
+
+    def node_bundle(self, node: NodeIdentity) -> NodeBundle:
+        """Pack ``node``'s files into one tar (0600: it holds keys) and describe them.
+
+        The archive is deterministic (sorted, owner root, fixed mtime), so it is rewritten only
+        when a file changed. The manifest is what ``sha256sum`` and ``stat -c '%a %u %g %n'``
+        print for these files on a node that has them right: the pki role compares it with
+        the node in one command and unpacks the archive only on a difference.
+        """
+        files = sorted(self.node_files(node), key=lambda f: f.dest)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for directory in sorted({str(Path(f.dest).parent) for f in files} - {"."}):
+                info = tarfile.TarInfo(directory)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+                tar.addfile(info)
+            for f in files:
+                data = f.src.read_bytes()
+                info = tarfile.TarInfo(f.dest)
+                info.size, info.mode, info.mtime = len(data), int(f.mode, 8), 0
+                tar.addfile(info, io.BytesIO(data))
+        archive = self.directory / "bundles" / f"{node.name}.tar"
+        content = buffer.getvalue()
+        if not archive.is_file() or archive.read_bytes() != content:
+            _atomic_write(archive, content, 0o600)
+        sums = [f"{hashlib.sha256(f.src.read_bytes()).hexdigest()}  {f.dest}" for f in files]
+        modes = [f"{int(f.mode, 8):o} 0 0 {f.dest}" for f in files]
+        return NodeBundle(archive, [f.dest for f in files], "\n".join(sums + modes))
+
+    # --- CAs ----------------------------------------------------------------------------
+
+    def _ca_path(self, profile: CaProfile, suffix: str) -> Path:
+        return self.directory / f"{profile.path}{suffix}"
+
+    def _ensure_ca(
+        self, profile: CaProfile, now: dt.datetime, report: PkiReport
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        crt_path, key_path = self._ca_path(profile, ".crt"), self._ca_path(profile, ".key")
+        if crt_path.exists() and key_path.exists():
+            cert, key = _load_cert(crt_path), _load_key(key_path)
+            if cert.public_key() != key.public_key():
+                raise KubesmithError(f"{key_path}: does not belong to {crt_path}")
+            if cert.not_valid_after_utc <= now:
+                raise KubesmithError(
+                    f"{crt_path}: the {profile.common_name} CA expired on "
+                    f"{cert.not_valid_after_utc:%Y-%m-%d}; every certificate it signed is invalid",
+                    hint="rotate the CA (new cluster PKI) deliberately; kubesmith never does it "
+                    "on its own",
+                )
+            return cert, key
+        if crt_path.exists() or key_path.exists():
+            present, missing = (crt_path, key_path) if crt_path.exists() else (key_path, crt_path)
+            raise KubesmithError(
+                f"{missing}: missing while {present.name} exists; refusing to regenerate the "
+                f"{profile.common_name} CA silently (it would invalidate every certificate)",
+                hint=f"restore {missing.name} from a backup, or remove {present} to start over",
+            )
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, profile.common_name)])
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_key(key_path, key)
+        _write_cert(crt_path, cert)
+        report.issued.append(("-", f"{profile.path}.crt", "new CA"))
+        return cert, key
+
+    # --- leaves -------------------------------------------------------------------------
+
+    def _leaf_base(self, node: str, leaf: LeafProfile) -> Path:
+        return self.directory / "nodes" / node / leaf.path
+
+    def _ensure_leaf(
+        self,
+        node: NodeIdentity,
+        leaf: LeafProfile,
+        ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+        now: dt.datetime,
+        report: PkiReport,
+    ) -> None:
+        base = self._leaf_base(node.name, leaf)
+        crt_path, key_path = base.with_suffix(".crt"), base.with_suffix(".key")
+        wanted_sans = node.sans() if leaf.node_sans else frozenset()
+        key = _load_key(key_path) if key_path.exists() else None
+        reason = "new"
+        if key is not None and crt_path.exists():
+            reason = _stale_reason(_load_cert(crt_path), key, ca[0], wanted_sans, now)
+            if not reason:
+                return
+        if key is None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            base.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_key(key_path, key)
+        _write_cert(crt_path, _sign_leaf(node, leaf, key, ca, wanted_sans, now))
+        report.issued.append((node.name, f"{leaf.path}.crt", reason))
+
+
+def _stale_reason(
+    cert: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    wanted_sans: frozenset[x509.GeneralName],
+    now: dt.datetime,
+) -> str:
+    """Why ``cert`` must be reissued, or "" when it is still right."""
+    if cert.public_key() != key.public_key():
+        return "key does not match the certificate"
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return "not signed by the current CA"
+    if _sans_of(cert) != wanted_sans:
+        return "names or addresses changed"
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return f"expires {cert.not_valid_after_utc:%Y-%m-%d}"
+    return ""
+
+
+def _sans_of(cert: x509.Certificate) -> frozenset[x509.GeneralName]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset(ext.value)
+
+
+def _sign_leaf(
+    node: NodeIdentity,
+    leaf: LeafProfile,
+    key: ec.EllipticCurvePrivateKey,
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    sans: frozenset[x509.GeneralName],
+    now: dt.datetime,
+) -> x509.Certificate:
+    ca_cert, ca_key = ca
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, leaf.common_name.format(node=node.name))]
+    if leaf.organization:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, leaf.organization))
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if leaf.server else []
+    usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if leaf.client else []
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attributes))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    if sans:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(sorted(sans, key=str)), critical=False
+        )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError as exc:
+        raise KubesmithError(f"{path}: not a PEM certificate ({exc})") from None
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KubesmithError(
+            f"{path}: private key is readable by others (mode {mode:o}); run: chmod 600 {path}"
+        )
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except ValueError:
+        raise KubesmithError(f"{path}: not a PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KubesmithError(f"{path}: expected an EC private key")
+    return key
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write via a temporary file created with ``mode``: never partly written, never wider."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    tmp.replace(path)
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    _atomic_write(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    _atomic_write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)

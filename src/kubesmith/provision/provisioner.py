@@ -1,0 +1,123 @@
+"""One provisioning run: PKI, verified artifacts, then the playbook.
+
+Order matters for safety: the certificates are issued and every release download is fetched
+and checked against its pinned sha256 before ansible-runner starts, so a wrong checksum or an
+unusable PKI stops the run while no node has been touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import ansible_runner
+
+from kubesmith import versions
+from kubesmith.errors import KubesmithError
+from kubesmith.provision import artifacts
+from kubesmith.provision.artifacts import Artifact
+from kubesmith.provision.hostvars import build_extravars, release_needs
+from kubesmith.provision.pki import Pki, PkiReport
+from kubesmith.provision.runner import (
+    EventHandler,
+    RunRequest,
+    RunResult,
+    ansible_path_env,
+    playbooks_dir,
+    run_playbook,
+)
+from kubesmith.provision.target import Target
+
+
+@dataclass(frozen=True)
+class Options:
+    playbook: str = "site.yml"
+    tags: Sequence[str] = ()
+    limit: str | None = None
+    check: bool = False
+    #: Extra variables for this playbook (e.g. etcd_restore_snapshot).
+    extravars: Mapping[str, object] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    pki: PkiReport
+    downloaded: list[Artifact]
+    run: RunResult
+
+
+def probe_architectures(target: Target, hosts: Sequence[str]) -> dict[str, str]:
+    """Each host's release architecture (amd64, arm64), read with one `uname -m`."""
+    machines: dict[str, str] = {}
+    failures: list[str] = []
+
+    def collect(event: dict[str, object]) -> bool:
+        data = event.get("event_data")
+        if isinstance(data, dict):
+            host, res = str(data.get("host")), data.get("res") or {}
+            if event.get("event") == "runner_on_ok" and isinstance(res, dict):
+                machines[host] = str(res.get("stdout", "")).strip()
+            elif event.get("event") in ("runner_on_failed", "runner_on_unreachable"):
+                failures.append(host)
+        return False
+
+    target.runner_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ansible_runner.run(
+        private_data_dir=str(target.runner_dir),
+        inventory=str(target.inventory.path),
+        host_pattern=",".join(hosts),
+        module="ansible.builtin.command",
+        module_args="uname -m",
+        envvars={"ANSIBLE_CONFIG": str(playbooks_dir() / "ansible.cfg"), **ansible_path_env()},
+        event_handler=collect,
+        quiet=True,
+        rotate_artifacts=1,
+    )
+    missing = sorted(set(hosts) - set(machines))
+    if missing:
+        raise KubesmithError(
+            f"cannot read the architecture of {', '.join(missing)} (unreachable or failing); "
+            "release downloads need it"
+        )
+    return {host: artifacts.release_arch(machine) for host, machine in machines.items()}
+
+
+def fetch_releases(
+    target: Target,
+) -> tuple[dict[tuple[str, str], Artifact], dict[str, str], list[Artifact]]:
+    """Fetch and verify every release download the hosts need (nothing when all is distro)."""
+    needs = release_needs(target)
+    if not needs:
+        return {}, {}, []
+    arch_of = probe_architectures(target, sorted(needs))
+    planned = {
+        (name, arch_of[host]): artifacts.plan(
+            versions.component(name),
+            arch_of[host],
+            target.cache_dir,
+            target.artifacts.mirror_base_url,
+        )
+        for host, names in needs.items()
+        for name in names
+    }
+    downloaded = artifacts.fetch_all(planned.values())
+    return planned, arch_of, downloaded
+
+
+def provision(target: Target, options: Options, on_event: EventHandler | None = None) -> Outcome:
+    pki = Pki(target.pki_dir)
+    report = pki.ensure(target.inventory.identities())
+    releases, arch_of, downloaded = fetch_releases(target)
+    extravars = {**build_extravars(target, pki, releases, arch_of), **options.extravars}
+    request = RunRequest(
+        private_data_dir=target.runner_dir,
+        inventory=target.inventory.path,
+        playbook=options.playbook,
+        extravars=extravars,
+        tags=options.tags,
+        limit=options.limit,
+        check=options.check,
+        env=options.env,
+    )
+    return Outcome(report, downloaded, run_playbook(request, on_event))

@@ -1,0 +1,107 @@
+"""What the user sees of a run: a live line per host while it runs, a recap table after."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from kubesmith.provision.pki import PkiReport
+from kubesmith.provision.runner import RunResult
+
+
+@dataclass
+class _HostRow:
+    task: str = "waiting"
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: bool = False
+
+
+class Progress:
+    """An ansible-runner event handler that redraws a per-host table as events arrive."""
+
+    def __init__(self, console: Console, hosts: Sequence[str], title: str) -> None:
+        self.rows = {host: _HostRow() for host in hosts}
+        self.title = title
+        self.live = Live(self.render(), console=console, refresh_per_second=8, transient=True)
+
+    def __enter__(self) -> Progress:
+        self.live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.live.__exit__(exc_type, exc, tb)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        row = self.rows.get(str(data.get("host", "")))
+        if row is None:
+            return
+        if kind == "runner_on_start":
+            row.task = str(data.get("task", "")).strip()
+        elif kind == "runner_on_ok":
+            row.ok += 1
+            row.changed += int(bool((data.get("res") or {}).get("changed")))
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            row.failed += 1
+        elif kind == "runner_on_unreachable":
+            row.unreachable = True
+            row.task = "unreachable"
+        self.live.update(self.render())
+
+    def render(self) -> Table:
+        table = Table(title=self.title, title_justify="left")
+        table.add_column("host", style="cyan", no_wrap=True)
+        table.add_column("task", overflow="ellipsis", no_wrap=True, max_width=60)
+        for name in ("ok", "changed", "failed"):
+            table.add_column(name, justify="right")
+        for host, row in self.rows.items():
+            style = "red" if row.failed or row.unreachable else None
+            table.add_row(
+                host, row.task, str(row.ok), str(row.changed), str(row.failed), style=style
+            )
+        return table
+
+
+def recap_table(result: RunResult, title: str) -> Table:
+    table = Table(title=f"{title} ({result.seconds:.1f} s)", title_justify="left")
+    table.add_column("host", style="cyan", no_wrap=True)
+    for name in ("ok", "changed", "failed", "unreachable", "skipped"):
+        table.add_column(name, justify="right")
+    for host in sorted(result.stats):
+        stats = result.stats[host]
+        bad = stats.failed or stats.unreachable
+        table.add_row(
+            host,
+            str(stats.ok),
+            f"[yellow]{stats.changed}[/]" if stats.changed else "0",
+            f"[red]{stats.failed}[/]" if stats.failed else "0",
+            f"[red]{stats.unreachable}[/]" if stats.unreachable else "0",
+            str(stats.skipped),
+            style="bold" if bad else None,
+        )
+    return table
+
+
+def pki_summary(report: PkiReport) -> str | None:
+    """One line about certificates written this run, or None when nothing changed."""
+    if not report.issued:
+        return None
+    by_reason: dict[str, int] = {}
+    for _node, _path, reason in report.issued:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    parts = ", ".join(f"{count} {reason}" for reason, count in sorted(by_reason.items()))
+    return f"certificates issued: {len(report.issued)} ({parts})"

@@ -1,0 +1,184 @@
+"""Run a playbook through ansible-runner and turn its event stream into a typed result.
+
+The private data directory lives under the state directory; ansible-runner keeps the last
+few runs' artifacts there (job events, stdout). Tasks that touch key material are `no_log`,
+so those artifacts hold paths and checksums, never keys.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from kubesmith.errors import KubesmithError
+
+#: Artifact directories of earlier runs kept for debugging.
+KEEP_RUNS = 5
+
+
+def playbooks_dir() -> Path:
+    """The project's playbooks/ (beside src/ in the source tree)."""
+    return Path(__file__).resolve().parents[3] / "playbooks"
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    host: str
+    task: str
+    message: str
+    unreachable: bool = False
+
+    def describe(self) -> str:
+        what = "unreachable" if self.unreachable else f"task '{self.task}' failed"
+        return f"{self.host}: {what}: {self.message}"
+
+
+@dataclass
+class RunResult:
+    status: str
+    rc: int
+    stats: dict[str, HostStats] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    artifact_dir: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.failures
+
+    def raise_for_failure(self, what: str) -> None:
+        if self.ok:
+            return
+        if self.failures:
+            first = self.failures[0]
+            others = len({f.host for f in self.failures} - {first.host})
+            more = f" (and {others} more host{'s' if others > 1 else ''})" if others else ""
+            raise KubesmithError(f"{what} failed on {first.describe()}{more}")
+        raise KubesmithError(f"{what} failed: ansible-runner ended {self.status} (rc {self.rc})")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    private_data_dir: Path
+    inventory: Path
+    playbook: str = "site.yml"
+    extravars: Mapping[str, Any] = field(default_factory=dict)
+    tags: Sequence[str] = ()
+    limit: str | None = None
+    check: bool = False
+    #: Extra environment for ansible (e.g. ANSIBLE_TRANSPORT for the benchmark).
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def ansible_path_env() -> dict[str, str]:
+    """PATH with this interpreter's bin directory first, where ansible-playbook lives even
+    when the virtualenv is not activated (kubesmith run as .venv/bin/kubesmith)."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {"PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])}
+
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+def _message(res: Mapping[str, Any]) -> str:
+    """The most useful single line of a failed result (censored results stay censored)."""
+    for key in ("msg", "stderr", "censored", "module_stderr", "stdout"):
+        value = res.get(key)
+        if value:
+            lines = [line for line in str(value).strip().splitlines() if line.strip()]
+            if lines:
+                return lines[-1][:300] if key in ("stderr", "module_stderr") else lines[0][:300]
+    return "no message"
+
+
+class _Collector:
+    """Accumulates failures and the recap from runner events, then forwards each event."""
+
+    def __init__(self, forward: EventHandler | None) -> None:
+        self.forward = forward
+        self.failures: list[Failure] = []
+        self.stats: dict[str, HostStats] = {}
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host = str(data.get("host", ""))
+        task = str(data.get("task", "")).strip()
+        res = data.get("res") or {}
+        if kind == "runner_on_failed" and not data.get("ignore_errors"):
+            self.failures.append(Failure(host, task, _message(res)))
+        elif kind == "runner_on_unreachable":
+            self.failures.append(Failure(host, task, _message(res), unreachable=True))
+        elif kind == "playbook_on_stats":
+            self._recap(data)
+        if self.forward is not None:
+            self.forward(event)
+        # Returning True keeps the event in the artifact directory (job_events/).
+        return True
+
+    def _recap(self, data: Mapping[str, Any]) -> None:
+        counters = {
+            "ok": "ok",
+            "changed": "changed",
+            "failures": "failed",
+            "dark": "unreachable",
+            "skipped": "skipped",
+        }
+        for source, attr in counters.items():
+            for host, count in (data.get(source) or {}).items():
+                setattr(self.stats.setdefault(host, HostStats()), attr, int(count))
+
+
+def run_playbook(request: RunRequest, on_event: EventHandler | None = None) -> RunResult:
+    playbooks = playbooks_dir()
+    if not (playbooks / request.playbook).is_file():
+        raise KubesmithError(f"{playbooks / request.playbook}: playbook not found")
+    request.private_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    collector = _Collector(on_event)
+    env = {
+        # Found explicitly: ansible-runner runs from the project dir, but a stray
+        # ANSIBLE_CONFIG in the caller's environment must not win.
+        "ANSIBLE_CONFIG": str(playbooks / "ansible.cfg"),
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(request.private_data_dir / "facts"),
+        **ansible_path_env(),
+        **request.env,
+    }
+    started = time.monotonic()
+    runner = ansible_runner.run(
+        private_data_dir=str(request.private_data_dir),
+        project_dir=str(playbooks),
+        playbook=request.playbook,
+        inventory=str(request.inventory),
+        extravars=dict(request.extravars),
+        tags=",".join(request.tags) or None,
+        limit=request.limit,
+        cmdline="--check" if request.check else None,
+        envvars=env,
+        event_handler=collector,
+        quiet=True,
+        rotate_artifacts=KEEP_RUNS,
+    )
+    return RunResult(
+        status=str(runner.status),
+        rc=int(runner.rc or 0),
+        stats=collector.stats,
+        failures=collector.failures,
+        artifact_dir=Path(runner.config.artifact_dir),
+        seconds=time.monotonic() - started,
+    )

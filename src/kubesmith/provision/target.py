@@ -1,0 +1,88 @@
+"""What a provisioning run works on: an inventory, a state directory and artifact settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubesmith import versions
+from kubesmith.errors import UserError
+from kubesmith.paths import stack_dir, state_dir
+from kubesmith.provision.inventory_file import Inventory, load_inventory
+from kubesmith.spec import ArtifactSource
+from kubesmith.stackfile import load_spec
+
+#: The file a stack's inventory is written to (by `kubesmith up` / the Pulumi resource).
+STACK_INVENTORY = "inventory.yml"
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """Install source per component, and the mirror release downloads come from."""
+
+    sources: Mapping[str, ArtifactSource]
+    mirror_base_url: str | None = None
+
+    @classmethod
+    def uniform(
+        cls, source: ArtifactSource, mirror_base_url: str | None = None
+    ) -> ArtifactSettings:
+        return cls(dict.fromkeys(versions.components(), source), mirror_base_url)
+
+    def source(self, component: str) -> ArtifactSource:
+        return self.sources[component]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One cluster's nodes and where its controller-side state (PKI, run data) lives."""
+
+    label: str
+    inventory: Inventory
+    state_dir: Path
+    artifacts: ArtifactSettings
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def runner_dir(self) -> Path:
+        return self.state_dir / "ansible"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Release downloads, shared by every stack and lab (they are verified by checksum)."""
+        return state_dir() / "cache" / "artifacts"
+
+
+def for_stack(stack: str, root: Path | None = None) -> Target:
+    spec = load_spec(stack, root)
+    directory = stack_dir(stack, root)
+    path = directory / STACK_INVENTORY
+    if not path.is_file():
+        raise UserError(
+            f"stack {stack}: no inventory at {path}; create the nodes first "
+            f"(kubesmith up -s {stack})"
+        )
+    settings = ArtifactSettings(
+        {name: spec.artifact_source(name) for name in versions.components()},
+        spec.artifacts.mirror_base_url,
+    )
+    return Target(f"stack {stack}", load_inventory(path), directory, settings)
+
+
+def for_inventory(
+    path: Path, source: ArtifactSource | None = None, mirror_base_url: str | None = None
+) -> Target:
+    """An inventory file on its own; its PKI and run data live beside it.
+
+    Without ``source`` the inventory's backend decides, as for a stack: distro for lxd (labs
+    work offline), release otherwise.
+    """
+    inventory = load_inventory(path)
+    if source is None:
+        source = "distro" if inventory.all_vars.get("kubesmith_backend") == "lxd" else "release"
+    settings = ArtifactSettings.uniform(source, mirror_base_url)
+    return Target(str(path), inventory, path.resolve().parent, settings)
