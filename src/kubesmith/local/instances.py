@@ -19,7 +19,9 @@ from pylxd.exceptions import LXDAPIException, NotFound
 
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.local.connection import is_managed
-from kubesmith.spec import LxdSpec
+from kubesmith.local.host import profile_name
+from kubesmith.nodes import Role, node_name
+from kubesmith.spec import ClusterSpec, LxdSpec
 
 ADDRESS_TIMEOUT_S = 120.0
 _POLL_S = 0.25
@@ -101,6 +103,38 @@ def image_source(
             f"client (known: {servers or 'none'}; add one with lxc remote add)"
         )
     return ImageSource(alias, known[remote]["addr"], known[remote]["protocol"] or None)
+
+
+def node_plan(spec: ClusterSpec) -> list[tuple[str, Role]]:
+    """Node names and roles of ``spec``: control planes first, numbered from 1."""
+    plan: list[tuple[str, Role]] = [
+        (node_name(spec.name, "control_plane", i), "control_plane")
+        for i in range(1, spec.control_planes + 1)
+    ]
+    plan += [(node_name(spec.name, "worker", i), "worker") for i in range(1, spec.workers + 1)]
+    return plan
+
+
+def stack_node(
+    stack: str,
+    lxd: LxdSpec,
+    name: str,
+    *,
+    image: ImageSource,
+    labels: Mapping[str, str],
+    public_key: str,
+) -> NodeSpec:
+    """A node of ``stack``: its profile, limits and resolver, with the given labels and key."""
+    return NodeSpec(
+        name=name,
+        image=image,
+        profile=profile_name(stack),
+        cpu=lxd.cpu,
+        memory=lxd.memory,
+        labels=labels,
+        authorized_key=public_key,
+        nameserver=str(lxd.subnet_network.network_address + 1),
+    )
 
 
 def instance_config(node: NodeSpec) -> dict[str, Any]:

@@ -22,17 +22,18 @@ from kubesmith.local.connection import connect, label, labels
 from kubesmith.local.image import find_image
 from kubesmith.local.instances import (
     ADDRESS_TIMEOUT_S,
-    NodeSpec,
     delete_node,
     ensure_node,
     get_instance,
     image_source,
     in_parallel,
     managed_instances,
+    node_plan,
+    stack_node,
 )
 from kubesmith.local.ssh import SSH_TIMEOUT_S, KnownHosts, load_key, wait_for_ssh
 from kubesmith.local.stackspec import load_lxd_spec
-from kubesmith.nodes import Node, Role, node_name
+from kubesmith.nodes import Node, Role
 from kubesmith.paths import state_dir
 from kubesmith.spec import ClusterSpec, parse_cluster
 from kubesmith.sshkeys import KeyPair, stack_key
@@ -103,15 +104,6 @@ def lab_spec(base: ClusterSpec, name: str, control_planes: int, workers: int) ->
         raise UserError("; ".join(problems)) from None
 
 
-def planned_nodes(spec: ClusterSpec) -> list[tuple[str, Role]]:
-    plan: list[tuple[str, Role]] = [
-        (node_name(spec.name, "control_plane", i), "control_plane")
-        for i in range(1, spec.control_planes + 1)
-    ]
-    plan += [(node_name(spec.name, "worker", i), "worker") for i in range(1, spec.workers + 1)]
-    return plan
-
-
 def _check_host_ready(stack: str, spec: ClusterSpec, socket: Path | None) -> None:
     assert spec.lxd is not None
     client = connect(socket)
@@ -157,9 +149,8 @@ def create_lab(
     known_hosts = KnownHosts(directory / "known_hosts")
     private_key = load_key(key.private_path)
     image = image_source(lxd)
-    gateway = str(lxd.subnet_network.network_address + 1)
 
-    plan = planned_nodes(spec)
+    plan = node_plan(spec)
     wanted = {node for node, _ in plan}
     for instance in managed_instances(client, lab=name):
         if label(instance.config, "stack") != stack:
@@ -179,15 +170,13 @@ def create_lab(
         fresh = instance is None
         address = ensure_node(
             lxd_client,
-            NodeSpec(
-                name=node,
+            stack_node(
+                stack,
+                lxd,
+                node,
                 image=image,
-                profile=host.profile_name(stack),
-                cpu=lxd.cpu,
-                memory=lxd.memory,
                 labels=labels(stack=stack, cluster=name, lab=name, role=role, owner="lab"),
-                authorized_key=key.public_key,
-                nameserver=gateway,
+                public_key=key.public_key,
             ),
             address_timeout,
         )
