@@ -1,9 +1,10 @@
 """Upstream release artifacts: fetched once into the controller's cache, verified first.
 
-A download goes to a temporary file beside its cache slot, its sha256 is computed while it
-streams, and only a download that matches the checksum pinned in versions.yaml is moved into
-place. Nothing reaches a node before every artifact of the run has been verified, so a wrong
-checksum (a tampered mirror, a truncated file, a mistyped pin) changes no node.
+A download goes to a temporary file beside its cache slot, its checksum (sha256; sha512 for
+the Kubernetes release tarballs) is computed while it streams, and only a download that
+matches the checksum pinned in versions.yaml is moved into place. Nothing reaches a node
+before every artifact of the run has been verified, so a wrong checksum (a tampered mirror,
+a truncated file, a mistyped pin) changes no node.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def plan(
     )
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest_of(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
@@ -72,17 +73,32 @@ def _sha256_of(path: Path) -> str:
 
 def fetch(artifact: Artifact, *, timeout: float = 60.0) -> bool:
     """Make sure the verified artifact is in the cache; return True when it was downloaded."""
-    if artifact.path.is_file():
-        if _sha256_of(artifact.path) == artifact.sha256:
+    return verified_download(
+        artifact.url,
+        artifact.path,
+        algorithm="sha256",
+        expected=artifact.sha256,
+        label=artifact.label,
+        timeout=timeout,
+    )
+
+
+def verified_download(
+    url: str, path: Path, *, algorithm: str, expected: str, label: str, timeout: float = 60.0
+) -> bool:
+    """Put the download of ``url`` at ``path`` only if its ``algorithm`` digest is
+    ``expected``; a file already there that matches is kept. True when it was downloaded."""
+    if path.is_file():
+        if digest_of(path, algorithm) == expected:
             return False
         # A cached file that no longer matches its pin is useless: fetch it again.
-        artifact.path.unlink()
-    artifact.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    partial = artifact.path.with_name(artifact.path.name + ".part")
-    digest = hashlib.sha256()
+        path.unlink()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    digest = hashlib.new(algorithm)
     try:
         with (
-            urllib.request.urlopen(artifact.url, timeout=timeout) as response,
+            urllib.request.urlopen(url, timeout=timeout) as response,
             partial.open("wb") as out,
         ):
             while chunk := response.read(_CHUNK):
@@ -92,18 +108,18 @@ def fetch(artifact: Artifact, *, timeout: float = 60.0) -> bool:
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc
         raise KubesmithError(
-            f"{artifact.url}: download of {artifact.label} failed: {reason}",
+            f"{url}: download of {label} failed: {reason}",
             hint="offline? set kubesmith:cluster.artifacts.mirrorBaseUrl to a mirror of the "
             "release files, or artifacts.source: distro",
         ) from None
     got = digest.hexdigest()
-    if got != artifact.sha256:
+    if got != expected:
         partial.unlink(missing_ok=True)
         raise KubesmithError(
-            f"{artifact.url}: sha256 {got} does not match {artifact.sha256} pinned for "
-            f"{artifact.label} in versions.yaml; nothing was installed"
+            f"{url}: {algorithm} {got} does not match {expected} pinned for "
+            f"{label} in versions.yaml; nothing was installed"
         )
-    partial.replace(artifact.path)
+    partial.replace(path)
     return True
 
 
