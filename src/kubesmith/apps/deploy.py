@@ -14,12 +14,13 @@ the type pulumi-kubernetes uses for that kind (``kubernetes:apps/v1:Deployment``
 
 Secret values never pass through templates or values files: Secrets are rendered with
 placeholders and their ``stringData`` is replaced by Pulumi secrets taken from
-``AppsDeploymentArgs.secrets`` (the stack's ``kubesmith:appSecrets`` config secret,
-``{app: {NAME: value}}``).
+``AppsDeploymentArgs.secrets`` (``secrets_from_config()``: the stack's
+``kubesmith:appSecrets`` config secret, ``{app: {NAME: value}}``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from kubesmith.apps.render import render_stack_apps
-from kubesmith.errors import ConfigError, KubesmithError
+from kubesmith.errors import ConfigError
 from kubesmith.spec import ClusterSpec
 
 #: The stack config secret holding app secret values: {app: {NAME: value}}.
@@ -37,6 +38,8 @@ SECRETS_CONFIG_KEY = "kubesmith:appSecrets"
 #: Kinds whose pods read ConfigMaps, Secrets and ServiceAccounts; created after them.
 _WORKLOADS = frozenset({"Deployment", "DaemonSet", "StatefulSet"})
 _WORKLOAD_INPUTS = frozenset({"ConfigMap", "Secret", "ServiceAccount"})
+#: What the typed pulumi-kubernetes Secret marks secret too: its state never shows values.
+_SECRET_OUTPUTS = pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])
 
 
 def type_token(api_version: str, kind: str) -> str:
@@ -70,6 +73,11 @@ class KubernetesObject(pulumi.CustomResource):
         )
 
 
+#: Secret values by app and name. Names are plain (they are checked before anything is
+#: created); each value is wrapped in a Pulumi secret before it reaches a resource.
+AppSecrets = Mapping[str, Mapping[str, pulumi.Input[str]]]
+
+
 @dataclass(frozen=True)
 class AppsDeploymentArgs:
     spec: ClusterSpec
@@ -79,32 +87,70 @@ class AppsDeploymentArgs:
     kubeconfig: pulumi.Input[str]
     #: The values files used: values-<env>.yaml. Defaults to the stack name.
     env: str | None = None
-    #: Secret values by app and name, e.g. the stack's kubesmith:appSecrets config secret.
-    secrets: pulumi.Input[Mapping[str, Mapping[str, str]]] | None = None
+    #: Secret values, e.g. ``secrets_from_config()`` (the stack's kubesmith:appSecrets).
+    secrets: AppSecrets | None = None
     #: The templates directory (default: templates/ of the project).
     templates: Path | None = None
 
 
-def secrets_from_config() -> pulumi.Output[Any] | None:
-    """The stack's ``kubesmith:appSecrets`` config secret ({app: {NAME: value}}), if set."""
-    namespace, key = SECRETS_CONFIG_KEY.split(":")
-    return pulumi.Config(namespace).get_secret_object(key)
+def secrets_from_config() -> dict[str, dict[str, pulumi.Output[str]]]:
+    """The stack's ``kubesmith:appSecrets`` ({app: {NAME: value}}), every value a secret.
+
+    Set with ``pulumi config set --secret --path 'kubesmith:appSecrets.hello.API_TOKEN' ...``.
+    The names are read as plain data so missing ones are reported before any resource exists;
+    problems name keys, never values.
+    """
+    raw = pulumi.runtime.get_config(SECRETS_CONFIG_KEY)
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    shape = f"{SECRETS_CONFIG_KEY}: must be an object {{app: {{NAME: value}}}} of strings"
+    if not isinstance(data, dict):
+        raise ConfigError([shape])
+    problems = [
+        f"{SECRETS_CONFIG_KEY}.{app}: {shape.split(': ', 1)[1]}"
+        for app, names in data.items()
+        if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values())
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return {
+        app: {name: pulumi.Output.secret(value) for name, value in names.items()}
+        for app, names in data.items()
+    }
 
 
-def _secret_values(
-    secrets: pulumi.Input[Mapping[str, Mapping[str, str]]], app: str, names: list[str]
-) -> pulumi.Output[dict[str, str]]:
-    def pick(all_secrets: Mapping[str, Mapping[str, str]] | None) -> dict[str, str]:
-        given = (all_secrets or {}).get(app) or {}
-        missing = [name for name in names if name not in given]
-        if missing:
-            raise KubesmithError(
-                f"{SECRETS_CONFIG_KEY}.{app}: no value for {', '.join(missing)} "
-                f"(pulumi config set --secret --path '{SECRETS_CONFIG_KEY}.{app}.{missing[0]}')"
-            )
-        return {name: given[name] for name in names}
+def _secret_names(objects: list[dict[str, Any]]) -> set[str]:
+    return {
+        name for obj in objects if obj["kind"] == "Secret" for name in (obj.get("stringData") or {})
+    }
 
-    return pulumi.Output.secret(pulumi.Output.from_input(secrets).apply(pick))
+
+def _secret_problems(
+    rendered: Mapping[str, list[dict[str, Any]]], secrets: AppSecrets
+) -> list[str]:
+    """Every secret a template needs and is not given, and every one given for nothing."""
+    problems: list[str] = []
+    for app, objects in rendered.items():
+        given = set(secrets.get(app) or {})
+        problems.extend(
+            f"{SECRETS_CONFIG_KEY}.{app}.{name}: needed by app {app} and not set (pulumi config "
+            f"set --secret --path '{SECRETS_CONFIG_KEY}.{app}.{name}' VALUE)"
+            for name in sorted(_secret_names(objects) - given)
+        )
+        problems.extend(
+            f"{SECRETS_CONFIG_KEY}.{app}.{name}: not used by app {app} (its secretEnv: "
+            f"{', '.join(sorted(_secret_names(objects))) or 'none'})"
+            for name in sorted(given - _secret_names(objects))
+        )
+    problems.extend(
+        f"{SECRETS_CONFIG_KEY}.{app}: the stack deploys no app {app!r}"
+        for app in sorted(set(secrets) - set(rendered))
+    )
+    return problems
 
 
 class App(pulumi.ComponentResource):
@@ -115,7 +161,7 @@ class App(pulumi.ComponentResource):
         name: str,
         objects: list[dict[str, Any]],
         provider: k8s.Provider,
-        secrets: pulumi.Input[Mapping[str, Mapping[str, str]]] | None,
+        secrets: Mapping[str, pulumi.Input[str]],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("kubesmith:apps:App", name, None, opts)
@@ -125,11 +171,8 @@ class App(pulumi.ComponentResource):
             manifest: dict[str, Any] = dict(obj)
             options = pulumi.ResourceOptions(parent=self, provider=provider)
             if obj["kind"] == "Secret":
-                manifest = self._secret_manifest(name, obj, secrets)
-                options = pulumi.ResourceOptions.merge(
-                    options,
-                    pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"]),
-                )
+                manifest = _with_secret_values(obj, secrets)
+                options = pulumi.ResourceOptions.merge(options, _SECRET_OUTPUTS)
             if obj["kind"] in _WORKLOADS and inputs:
                 options = pulumi.ResourceOptions.merge(
                     options, pulumi.ResourceOptions(depends_on=list(inputs))
@@ -140,26 +183,19 @@ class App(pulumi.ComponentResource):
                 inputs.append(resource)
         self.register_outputs({"objects": sorted(self.objects)})
 
-    @staticmethod
-    def _secret_manifest(
-        app: str,
-        obj: Mapping[str, Any],
-        secrets: pulumi.Input[Mapping[str, Mapping[str, str]]] | None,
-    ) -> dict[str, Any]:
-        manifest: dict[str, Any] = dict(obj)
-        if "data" in manifest:
-            manifest["data"] = pulumi.Output.secret(manifest["data"])
-        names = sorted(manifest.get("stringData") or {})
-        if names:
-            if secrets is None:
-                raise ConfigError(
-                    [
-                        f"{SECRETS_CONFIG_KEY}: app {app} needs secret values for "
-                        f"{', '.join(names)}, and none were given"
-                    ]
-                )
-            manifest["stringData"] = _secret_values(secrets, app, names)
-        return manifest
+
+def _with_secret_values(
+    obj: Mapping[str, Any], secrets: Mapping[str, pulumi.Input[str]]
+) -> dict[str, Any]:
+    """The Secret with its placeholders replaced by the given values, as Pulumi secrets."""
+    manifest: dict[str, Any] = dict(obj)
+    if "data" in manifest:
+        manifest["data"] = pulumi.Output.secret(manifest["data"])
+    if manifest.get("stringData"):
+        manifest["stringData"] = {
+            name: pulumi.Output.secret(secrets[name]) for name in manifest["stringData"]
+        }
+    return manifest
 
 
 class AppsDeployment(pulumi.ComponentResource):
@@ -168,8 +204,12 @@ class AppsDeployment(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: AppsDeploymentArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        # Render and check first: a values or schema problem stops before any resource exists.
+        # Render and check first: a values, schema or secret problem stops before any resource.
         rendered = render_stack_apps(args.spec, args.stack, args.env, templates=args.templates)
+        secrets = args.secrets or {}
+        problems = _secret_problems(rendered, secrets)
+        if problems:
+            raise ConfigError(problems)
         super().__init__("kubesmith:apps:AppsDeployment", name, None, opts)
         self.provider = k8s.Provider(
             f"{name}-kubernetes",
@@ -181,7 +221,7 @@ class AppsDeployment(pulumi.ComponentResource):
                 app,
                 objects,
                 self.provider,
-                args.secrets,
+                secrets.get(app) or {},
                 pulumi.ResourceOptions(parent=self),
             )
             for app, objects in rendered.items()

@@ -174,11 +174,12 @@ def render_addon(
     """Objects of the cluster add-on ``addon`` (e.g. "coredns"): values.yaml < ``values``."""
     templates = templates or templates_dir()
     directory = _bundle_dir(templates, ADDONS, addon)
-    layers = [
-        _file_layer(directory / "values.yaml", templates),
-        ValuesLayer(f"{addon} add-on values", dict(values)),
-    ]
-    merged = validated_values(layers, directory / "values.schema.json", templates)
+    given = ValuesLayer(f"{addon} add-on values", dict(values))
+    layers = [_file_layer(directory / "values.yaml", templates), given]
+    # What values.yaml leaves out (the cluster DNS address, the pinned image) is the caller's.
+    merged = validated_values(
+        layers, directory / "values.schema.json", templates, required_from=given
+    )
     bundle = Bundle(
         name=addon,
         env="cluster",

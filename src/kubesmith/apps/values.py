@@ -105,13 +105,15 @@ def _contains(data: Any, path: Sequence[str | int]) -> bool:
     return True
 
 
-def _owner(problem: SchemaProblem, layers: Sequence[ValuesLayer]) -> ValuesLayer:
+def _owner(
+    problem: SchemaProblem, layers: Sequence[ValuesLayer], required_from: ValuesLayer
+) -> ValuesLayer:
     """The highest-precedence layer that wrote the offending key (or its parent, if missing)."""
     path = problem.path
     if not any(_contains(layer.data, path) for layer in layers):
         path = path[:-1]  # a missing key: blame whoever wrote the mapping that lacks it
         if not path:
-            return layers[0]  # top-level defaults belong in values.yaml
+            return required_from
     for layer in reversed(layers):
         if _contains(layer.data, path):
             return layer
@@ -158,9 +160,17 @@ def schema_validator(schema_path: Path, templates_dir: Path) -> Draft202012Valid
 
 
 def validated_values(
-    layers: Sequence[ValuesLayer], schema_path: Path, templates_dir: Path
+    layers: Sequence[ValuesLayer],
+    schema_path: Path,
+    templates_dir: Path,
+    *,
+    required_from: ValuesLayer | None = None,
 ) -> dict[str, Any]:
-    """Merge ``layers`` and check the result; ConfigError lists every problem."""
+    """Merge ``layers`` and check the result; ConfigError lists every problem.
+
+    A missing top-level key is blamed on ``required_from`` (default: the first layer, the
+    bundle's values.yaml, where defaults belong).
+    """
     values = merge_layers(layers)
     validator = schema_validator(schema_path, templates_dir)
     try:
@@ -173,7 +183,8 @@ def validated_values(
         ) from None
     if problems:
         raise ConfigError(
-            f"{_owner(problem, layers).locate(problem.path)}: {problem.message}"
+            f"{_owner(problem, layers, required_from or layers[0]).locate(problem.path)}: "
+            f"{problem.message}"
             for problem in problems
         )
     return values
