@@ -31,6 +31,14 @@ def default_kubernetes_version() -> str:
     return str(load()["kubernetes"]["default"])
 
 
+def mirrored(upstream: str, mirror_base_url: str | None) -> str:
+    """``upstream``, or its copy under ``mirror_base_url``/<host>/<path> when a mirror is set."""
+    if not mirror_base_url:
+        return upstream
+    parts = urlsplit(upstream)
+    return f"{mirror_base_url.rstrip('/')}/{parts.netloc}{parts.path}"
+
+
 @dataclass(frozen=True)
 class Component:
     """One node component pinned in versions.yaml (etcd, containerd, runc, ...)."""
@@ -64,11 +72,7 @@ class Component:
 
     def url(self, arch: str, mirror_base_url: str | None = None) -> str:
         """The upstream URL, or its copy under ``mirror_base_url``/<host>/<path>."""
-        upstream = self._fill(self.url_template, arch)
-        if not mirror_base_url:
-            return upstream
-        parts = urlsplit(upstream)
-        return f"{mirror_base_url.rstrip('/')}/{parts.netloc}{parts.path}"
+        return mirrored(self._fill(self.url_template, arch), mirror_base_url)
 
     def filename(self, arch: str) -> str:
         return self._fill(self.url_template, arch).rsplit("/", 1)[-1]
@@ -105,3 +109,59 @@ def component(name: str) -> Component:
 
 def sandbox_image() -> str:
     return str(load()["images"]["sandbox"])
+
+
+@dataclass(frozen=True)
+class KubernetesRelease:
+    """The Kubernetes server tarball of one version: every binary nodes and control planes run."""
+
+    version: str
+    url_template: str
+    #: Digest algorithm of the published checksums (the release notes publish sha512).
+    algorithm: str
+    #: Architecture -> published checksum; empty when no checksum could be obtained.
+    checksums: Mapping[str, str]
+    #: Directory of the binaries inside the tarball.
+    member_prefix: str
+    binaries: tuple[str, ...]
+
+    def url(self, arch: str, mirror_base_url: str | None = None) -> str:
+        upstream = self.url_template.replace("{version}", self.version).replace("{arch}", arch)
+        return mirrored(upstream, mirror_base_url)
+
+    def filename(self, arch: str) -> str:
+        return self.url(arch).rsplit("/", 1)[-1]
+
+    def checksum(self, arch: str) -> str:
+        try:
+            return self.checksums[arch]
+        except KeyError:
+            pinned = ", ".join(sorted(self.checksums)) or "none"
+            raise KeyError(
+                f"kubernetes {self.version}: no published {self.algorithm} of the server "
+                f"tarball for architecture {arch!r} is pinned in versions.yaml (pinned: {pinned})"
+            ) from None
+
+
+def kubernetes_release(version: str) -> KubernetesRelease:
+    section = load()["kubernetes"]
+    pins = section["versions"].get(version)
+    if pins is None:
+        raise KeyError(f"versions.yaml pins no Kubernetes {version}")
+    release = section["server_release"]
+    return KubernetesRelease(
+        version=version,
+        url_template=str(release["url"]),
+        algorithm=str(release["checksum"]),
+        checksums={str(a): str(h) for a, h in (pins.get("server") or {}).items()},
+        member_prefix=str(release["member_prefix"]),
+        binaries=tuple(str(b) for b in release["binaries"]),
+    )
+
+
+def image(name: str) -> str:
+    """A container image pinned under `images:` (sandbox, coredns, smoke)."""
+    images = load()["images"]
+    if name not in images:
+        raise KeyError(f"versions.yaml pins no image {name!r} (images: {', '.join(images)})")
+    return str(images[name])
