@@ -7,6 +7,7 @@ image property of the same meaning); nothing without it is ever changed or delet
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,19 @@ def may_start_daemon(path: Path) -> bool:
 
 
 def connect(path: Path | None = None) -> pylxd.Client:
-    """A client on the LXD unix socket, or a one-line error naming the socket."""
+    """A client on the LXD unix socket, or a one-line error naming the socket.
+
+    A client is cheap (one request); threads each make their own rather than share one.
+    """
     path = path or socket_path()
     hint = "run: kubesmith lxd init -s STACK (installs and starts LXD)"
     if not path.exists():
         raise LxdUnavailableError(f"LXD is not running: no socket at {path}", hint=hint)
     try:
+        # Probe first: pylxd leaks its socket when the connection is refused.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(10)
+            probe.connect(str(path))
         return pylxd.Client(endpoint=str(path))
     except (ClientConnectionFailed, LXDAPIException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,95 @@
+"""The node image recipe: what goes in, its content hash, and the dpkg path filters."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from kubesmith.local import image
+from kubesmith.local.image import Recipe, dpkg_filters, excluded, make_recipe, read_overlay
+
+DEBIAN = """\
+Types: deb
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+"""
+
+
+@pytest.fixture
+def etc_apt(tmp_path: Path) -> Path:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(DEBIAN, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def recipe(etc_apt: Path, monkeypatch: pytest.MonkeyPatch) -> Recipe:
+    monkeypatch.delenv("KUBESMITH_DEBIAN_MIRROR", raising=False)
+    return make_recipe("amd64", etc_apt)
+
+
+def test_recipe_takes_its_mirror_and_sources_from_the_host(recipe: Recipe) -> None:
+    assert recipe.mirror == "http://mirror.example/debian"
+    assert "URIs: http://mirror.example/debian" in recipe.apt_sources
+    assert set(image.PACKAGES) <= set(recipe.packages)
+
+
+def test_hash_is_stable_for_the_same_inputs(etc_apt: Path, recipe: Recipe) -> None:
+    again = make_recipe("amd64", etc_apt)
+    assert again.input_hash() == recipe.input_hash()
+    reordered = dataclasses.replace(recipe, overlay=dict(reversed(list(recipe.overlay.items()))))
+    assert reordered.input_hash() == recipe.input_hash()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"packages": (*image.PACKAGES, "curl")},
+        {"mirror": "http://other.example/debian"},
+        {"apt_sources": DEBIAN.replace("main", "main contrib")},
+        {"architecture": "arm64"},
+        {"units": ("systemd-networkd.service",)},
+    ],
+)
+def test_any_changed_input_changes_the_hash(recipe: Recipe, change: dict[str, object]) -> None:
+    assert dataclasses.replace(recipe, **change).input_hash() != recipe.input_hash()  # type: ignore[arg-type]
+
+
+def test_overlay_text_and_mode_are_both_inputs(recipe: Recipe) -> None:
+    script = "usr/local/sbin/kubesmith-cgroup-v1-cpu"
+    text, mode = recipe.overlay[script]
+    assert mode == 0o755
+    edited = {**recipe.overlay, script: (text + "\n# edited\n", mode)}
+    chmodded = {**recipe.overlay, script: (text, 0o644)}
+    hashes = {
+        recipe.input_hash(),
+        dataclasses.replace(recipe, overlay=edited).input_hash(),
+        dataclasses.replace(recipe, overlay=chmodded).input_hash(),
+    }
+    assert len(hashes) == 3
+
+
+def test_overlay_is_read_with_relative_paths_and_modes(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "a.conf").write_text("a\n", encoding="utf-8")
+    (tmp_path / "etc" / "a.conf").chmod(0o640)
+    assert read_overlay(tmp_path) == {"etc/a.conf": ("a\n", 0o640)}
+
+
+@pytest.mark.parametrize(
+    ("path", "removed"),
+    [
+        ("/usr/share/doc/openssh-client/README.gz", True),
+        ("/usr/share/doc/openssh-client/copyright", False),
+        ("/usr/share/man/man1/ssh.1.gz", True),
+        ("/usr/share/locale/de/LC_MESSAGES/apt.mo", True),
+        ("/usr/share/locale/locale.alias", False),
+        ("/usr/bin/ssh", False),
+    ],
+)
+def test_slim_filters_follow_dpkg_last_match_wins(path: str, removed: bool) -> None:
+    config = read_overlay()[image.SLIM_CONFIG][0]
+    assert excluded(path, dpkg_filters(config)) is removed
