@@ -96,6 +96,8 @@ def _members(
 def load_inventory(path: Path) -> Inventory:
     """Parse ``path`` (the YAML inventory kubesmith writes, or any in that shape)."""
     where = str(path)
+    # Absolute: ansible-runner works from the playbooks directory, not the caller's.
+    path = path.resolve()
     if not path.is_file():
         raise UserError(f"{where}: no such inventory file")
     try:

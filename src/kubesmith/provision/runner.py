@@ -63,6 +63,8 @@ class RunResult:
         return self.rc == 0 and not self.failures
 
     def raise_for_failure(self, what: str) -> None:
+        if self.ok and not self.stats:
+            raise KubesmithError(f"{what}: no host matched (check --limit and the inventory)")
         if self.ok:
             return
         if self.failures:

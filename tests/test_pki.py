@@ -1,0 +1,233 @@
+"""The controller-side cluster PKI: layout, key usages, SANs, and what a re-run may change."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kubesmith.errors import KubesmithError
+from kubesmith.provision.pki import NodeIdentity, Pki
+
+CP = frozenset({"etcd", "kube_control_plane", "kube_node", "k8s_cluster"})
+WORKER = frozenset({"kube_node", "k8s_cluster"})
+
+
+def node(name: str, ip: str, groups: frozenset[str] = CP) -> NodeIdentity:
+    return NodeIdentity(name, groups, (ipaddress.ip_address(ip),))
+
+
+def cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def eku(c: x509.Certificate) -> set[x509.ObjectIdentifier]:
+    return set(c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def sans(c: x509.Certificate) -> set[str]:
+    ext = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(n.value) for n in ext}
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path / "pki")
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+def test_layout_modes_and_usages_follow_kubeadm(pki: Pki) -> None:
+    pki.ensure([node("cp-1", "10.0.0.11")])
+    d = pki.directory
+    for key in d.rglob("*.key"):
+        assert key.stat().st_mode & 0o777 == 0o600, key
+    server = cert(d / "nodes/cp-1/etcd/server.crt")
+    assert eku(server) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert sans(server) == {"cp-1", "localhost", "10.0.0.11", "127.0.0.1", "::1"}
+    assert sans(cert(d / "nodes/cp-1/etcd/peer.crt")) == sans(server)
+    health = cert(d / "nodes/cp-1/etcd/healthcheck-client.crt")
+    assert eku(health) == {ExtendedKeyUsageOID.CLIENT_AUTH}
+    client = cert(d / "nodes/cp-1/apiserver-etcd-client.crt")
+    assert eku(client) == {ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "kube-apiserver-etcd-client"
+    )
+    etcd_ca = cert(d / "etcd/ca.crt")
+    for leaf in (server, health, client):
+        leaf.verify_directly_issued_by(etcd_ca)
+    assert etcd_ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert cert(d / "ca.crt").subject != etcd_ca.subject
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_openssl_accepts_the_chain_for_its_purpose(pki: Pki) -> None:
+    pki.ensure([node("cp-1", "10.0.0.11")])
+    d = pki.directory
+    ok = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            d / "etcd/ca.crt",
+            d / "nodes/cp-1/etcd/server.crt",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    wrong = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            d / "etcd/ca.crt",
+            d / "nodes/cp-1/etcd/healthcheck-client.crt",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert wrong.returncode != 0, "a client certificate must not pass as a server"
+
+
+def test_workers_get_the_ca_certificate_and_nothing_secret(pki: Pki) -> None:
+    worker = node("w-1", "10.0.0.21", WORKER)
+    plane = node("cp-1", "10.0.0.11")
+    pki.ensure([plane, worker])
+    assert [(f.dest, f.mode) for f in pki.node_files(worker)] == [("ca.crt", "0644")]
+    plane_files = {f.dest: f.mode for f in pki.node_files(plane)}
+    assert plane_files["ca.key"] == "0600"  # control planes sign, as with kubeadm
+    assert "etcd/ca.key" not in plane_files  # etcd certificates are issued here, not on nodes
+    assert plane_files["etcd/server.key"] == "0600"
+    assert plane_files["etcd/server.crt"] == "0644"
+    assert not (pki.directory / "nodes/w-1").exists()
+
+
+def test_second_run_changes_nothing(pki: Pki) -> None:
+    nodes = [node("cp-1", "10.0.0.11"), node("cp-2", "10.0.0.12")]
+    first = pki.ensure(nodes)
+    assert len(first.issued) == 2 + 2 * 4
+    before = snapshot(pki.directory)
+    assert pki.ensure(nodes).issued == []
+    assert snapshot(pki.directory) == before
+
+
+def test_adding_a_node_issues_only_its_certificates(pki: Pki) -> None:
+    pki.ensure([node("cp-1", "10.0.0.11")])
+    before = snapshot(pki.directory)
+    report = pki.ensure([node("cp-1", "10.0.0.11"), node("cp-2", "10.0.0.12")])
+    assert {n for n, _, _ in report.issued} == {"cp-2"}
+    after = snapshot(pki.directory)
+    assert {k: v for k, v in after.items() if k in before} == before
+
+
+def test_changed_address_reissues_that_nodes_server_certificates_with_the_same_key(
+    pki: Pki,
+) -> None:
+    pki.ensure([node("cp-1", "10.0.0.11"), node("cp-2", "10.0.0.12")])
+    key_before = (pki.directory / "nodes/cp-1/etcd/server.key").read_bytes()
+    other_before = snapshot(pki.directory / "nodes/cp-2")
+    report = pki.ensure([node("cp-1", "10.0.0.99"), node("cp-2", "10.0.0.12")])
+    assert sorted((n, p, r) for n, p, r in report.issued) == [
+        ("cp-1", "etcd/peer.crt", "names or addresses changed"),
+        ("cp-1", "etcd/server.crt", "names or addresses changed"),
+    ]
+    assert "10.0.0.99" in sans(cert(pki.directory / "nodes/cp-1/etcd/server.crt"))
+    assert (pki.directory / "nodes/cp-1/etcd/server.key").read_bytes() == key_before
+    assert snapshot(pki.directory / "nodes/cp-2") == other_before
+
+
+def test_certificates_close_to_expiry_are_renewed_and_reported(pki: Pki) -> None:
+    nodes = [node("cp-1", "10.0.0.11")]
+    pki.ensure(nodes)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
+    report = pki.ensure(nodes, now=later)
+    assert report.issued
+    assert all(r.startswith("expires ") for _, _, r in report.issued)
+    renewed = cert(pki.directory / "nodes/cp-1/etcd/server.crt")
+    assert renewed.not_valid_after_utc > later + dt.timedelta(days=300)
+
+
+def test_a_missing_ca_key_is_an_error_not_a_new_ca(pki: Pki) -> None:
+    pki.ensure([node("cp-1", "10.0.0.11")])
+    (pki.directory / "etcd/ca.key").unlink()
+    ca_before = (pki.directory / "etcd/ca.crt").read_bytes()
+    with pytest.raises(KubesmithError, match=r"etcd/ca.key: missing while ca.crt exists; refusing"):
+        pki.ensure([node("cp-1", "10.0.0.11")])
+    assert (pki.directory / "etcd/ca.crt").read_bytes() == ca_before
+
+
+def test_a_readable_key_is_refused(pki: Pki) -> None:
+    pki.ensure([node("cp-1", "10.0.0.11")])
+    key = pki.directory / "nodes/cp-1/etcd/peer.key"
+    key.chmod(0o644)
+    with pytest.raises(KubesmithError, match=r"peer.key: private key is readable by others"):
+        pki.ensure([node("cp-1", "10.0.0.11")])
+
+
+def test_a_certificate_from_another_ca_is_reissued(pki: Pki, tmp_path: Path) -> None:
+    pki.ensure([node("cp-1", "10.0.0.11")])
+    foreign = Pki(tmp_path / "other")
+    foreign.ensure([node("cp-1", "10.0.0.11")])
+    shutil.copy(
+        foreign.directory / "nodes/cp-1/etcd/server.crt",
+        pki.directory / "nodes/cp-1/etcd/server.crt",
+    )
+    report = pki.ensure([node("cp-1", "10.0.0.11")])
+    reasons = {p: r for _, p, r in report.issued}
+    assert reasons == {"etcd/server.crt": "key does not match the certificate"}
+
+
+def test_bundle_is_deterministic_and_its_manifest_matches_coreutils(
+    pki: Pki, tmp_path: Path
+) -> None:
+    plane = node("cp-1", "10.0.0.11")
+    pki.ensure([plane])
+    bundle = pki.node_bundle(plane)
+    assert bundle.archive.stat().st_mode & 0o777 == 0o600
+    first = bundle.archive.read_bytes()
+    assert pki.node_bundle(plane).archive.read_bytes() == first
+    target = tmp_path / "node-pki"
+    target.mkdir()
+    with tarfile.open(bundle.archive) as tar:
+        tar.extractall(target, filter="tar")
+    files = bundle.files
+    sums = subprocess.run(
+        ["sha256sum", "--", *files], cwd=target, capture_output=True, text=True, check=True
+    )
+    stats = subprocess.run(
+        ["stat", "-c", "%a %u %g %n", "--", *files],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    observed = (sums.stdout + stats.stdout).strip()
+    if Path("/").stat().st_uid == 0 and target.stat().st_uid == 0:
+        assert observed == bundle.manifest
+    (target / "etcd/server.key").chmod(0o644)
+    stats = subprocess.run(
+        ["stat", "-c", "%a %u %g %n", "--", *files],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (sums.stdout + stats.stdout).strip() != bundle.manifest
