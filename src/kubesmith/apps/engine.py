@@ -29,6 +29,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from kubesmith.apps import yamlload
 from kubesmith.apps.formats import version_label
 from kubesmith.apps.values import display_path
 from kubesmith.errors import UserError
@@ -177,7 +178,7 @@ def _render_text(templates_dir: Path, name: str, context: Mapping[str, Any]) -> 
 
 def _parse_object(text: str, where: str) -> dict[str, Any] | None:
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in yamlload.load_all(text) if d is not None]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f" (rendered line {mark.line + 1})" if mark is not None else ""

@@ -24,6 +24,7 @@ from kubernetes_validate import __version__ as kubernetes_validate_version
 from kubernetes_validate import utils as kubernetes_validate
 from referencing import Registry, Resource
 
+from kubesmith.apps import yamlload
 from kubesmith.apps.schemaerrors import describe_all, format_path
 from kubesmith.errors import UserError
 
@@ -145,7 +146,7 @@ def load_stream(text: str, source: str) -> tuple[list[Any], list[ManifestProblem
     """The documents of a YAML stream, and a problem for a syntax error that ends it early."""
     documents: list[Any] = []
     try:
-        for document in yaml.safe_load_all(text):
+        for document in yamlload.load_all(text):
             documents.append(document)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark

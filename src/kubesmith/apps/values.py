@@ -13,7 +13,7 @@ of 0``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,6 +25,7 @@ from jsonschema.exceptions import SchemaError
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 
+from kubesmith.apps import yamlload
 from kubesmith.apps.formats import format_checker
 from kubesmith.apps.schemaerrors import SchemaProblem, describe_all, format_path
 from kubesmith.errors import ConfigError, UserError
@@ -60,7 +61,7 @@ def display_path(path: Path, root: Path) -> str:
 def load_values_file(path: Path, source: str) -> ValuesLayer:
     """Read one values file; its problems name ``source`` and the line."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yamlload.load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UserError(f"{source}: cannot read ({exc.strerror})") from None
     except yaml.MarkedYAMLError as exc:
@@ -135,28 +136,59 @@ def _load_schema(path: Path, source: str) -> Any:
         raise UserError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
 
 
-def schema_validator(schema_path: Path, templates_dir: Path) -> Draft202012Validator:
-    """A validator for ``schema_path``; relative ``$ref``s resolve to files in templates_dir."""
-    root = templates_dir.resolve()
-    display = display_path(schema_path, root.parent)
+_FORMATS = format_checker()
+#: Schemas (as canonical JSON) already checked against the metaschema in this process:
+#: the check costs more than validating values, and apps often share a schema's text.
+_CHECKED: set[str] = set()
+
+
+def _check_schema(schema: Any, display: str) -> None:
+    key = json.dumps(schema, sort_keys=True)
+    if key in _CHECKED:
+        return
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise UserError(f"{display}: not a valid JSON Schema: {exc.message}") from None
+    _CHECKED.add(key)
+
+
+def _retriever(root: Path) -> Callable[[str], Resource[Any]]:
+    """Loads ``$ref``-ed schema files, refusing anything outside the templates directory."""
 
     def retrieve(uri: str) -> Resource[Any]:
         target = Path(uri.removeprefix("file://"))
         if not uri.startswith("file://") or not target.resolve().is_relative_to(root):
             raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs field
-        return Resource.from_contents(_load_schema(target, display_path(target, root.parent)))
+        schema = _load_schema(target, display_path(target, root.parent))
+        _check_schema(schema, display_path(target, root.parent))
+        return Resource.from_contents(schema)
 
-    schema = _load_schema(schema_path, display)
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise UserError(f"{display}: not a valid JSON Schema: {exc.message}") from None
-    uri = schema_path.resolve().as_uri()
+    return retrieve
+
+
+@cache
+def _library(root: Path, stamp: tuple[tuple[str, int], ...]) -> Registry[Any]:
+    """A registry holding the shared schemas (templates/*.schema.json), checked once."""
+    retrieve = _retriever(root)
     # `retrieve` is an attrs alias, documented but invisible to mypy.
-    registry: Registry[Any] = Registry(retrieve=retrieve).with_resource(  # type: ignore[call-arg]
-        uri, Resource.from_contents(schema)
+    registry: Registry[Any] = Registry(retrieve=retrieve)  # type: ignore[call-arg]
+    return registry.with_resources(
+        ((root / name).as_uri(), retrieve((root / name).as_uri())) for name, _ in stamp
     )
-    return Draft202012Validator({"$ref": uri}, registry=registry, format_checker=format_checker())
+
+
+def schema_validator(schema_path: Path, templates_dir: Path) -> Draft202012Validator:
+    """A validator for ``schema_path``; relative ``$ref``s resolve to files in templates_dir."""
+    root = templates_dir.resolve()
+    display = display_path(schema_path, root.parent)
+    schema = _load_schema(schema_path, display)
+    _check_schema(schema, display)
+    # Keyed by modification times, so an edited shared schema is read again.
+    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in root.glob("*.schema.json")))
+    uri = schema_path.resolve().as_uri()
+    registry = _library(root, stamp).with_resource(uri, Resource.from_contents(schema))
+    return Draft202012Validator({"$ref": uri}, registry=registry, format_checker=_FORMATS)
 
 
 def validated_values(
