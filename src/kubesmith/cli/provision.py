@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,11 @@ SourceOption = typer.Option(
     help="With --inventory: install components from 'distro' packages or 'release' downloads "
     "(default: distro for an lxd inventory, release otherwise).",
 )
+MirrorOption = typer.Option(
+    None,
+    "--mirror",
+    help="With --inventory: fetch release downloads from MIRROR/<host>/<path> (air-gapped sites).",
+)
 TAGS = ("prep", "pki", "runtime", "etcd")
 
 
@@ -37,20 +43,25 @@ def register(app: typer.Typer) -> None:
     app.add_typer(etcd_app, name="etcd")
 
 
-def _target(stack: str | None, inventory: Path | None, source: str | None) -> targets.Target:
+def _target(
+    stack: str | None, inventory: Path | None, source: str | None, mirror: str | None = None
+) -> targets.Target:
     if (stack is None) == (inventory is None):
         raise UserError("give exactly one of --stack/-s STACK or --inventory FILE")
     if source is not None and source not in ("distro", "release"):
         raise UserError(f"--source: must be distro or release, got {source!r}")
     if stack is not None:
-        if source is not None:
+        if source is not None or mirror is not None:
             raise UserError(
-                "--source only applies to --inventory; a stack sets kubesmith:cluster.artifacts"
+                "--source and --mirror only apply to --inventory; a stack sets "
+                "kubesmith:cluster.artifacts"
             )
         return targets.for_stack(stack)
     assert inventory is not None
     chosen: Literal["distro", "release"] | None = source  # type: ignore[assignment]
-    return targets.for_inventory(inventory, chosen)
+    if mirror is not None and not re.fullmatch(r"https?://\S+", mirror):
+        raise UserError(f"--mirror: must be an http(s) URL, got {mirror!r}")
+    return targets.for_inventory(inventory, chosen, mirror)
 
 
 def _run(target: targets.Target, options: Options, title: str) -> Outcome:
@@ -86,9 +97,10 @@ def provision_command(
         False, "--check", help="Report what would change on the nodes without changing them."
     ),
     source: str | None = SourceOption,
+    mirror: str | None = MirrorOption,
 ) -> None:
     """Prepare nodes, install certificates, containerd and etcd (playbooks/site.yml)."""
-    target = _target(stack, inventory, source)
+    target = _target(stack, inventory, source, mirror)
     options = Options(tags=_tags(tags), limit=limit, check=check)
     outcome = _run(target, options, "provision")
     changed = sum(s.changed for s in outcome.run.stats.values())
