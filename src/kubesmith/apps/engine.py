@@ -153,7 +153,7 @@ def _template_line(exc: BaseException, templates_dir: Path) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if frame.filename.endswith(TEMPLATE_SUFFIX) or frame.filename.endswith(".j2")
+        if frame.filename.endswith(".j2")  # templates and partials
     ]
     if not frames:
         return display_path(templates_dir, templates_dir.parent)
