@@ -113,3 +113,13 @@ def test_the_image_must_be_passed_by_the_caller() -> None:
 def test_unknown_addon_is_named() -> None:
     with pytest.raises(UserError, match=r"no addon 'kube-proxy'.*known: coredns"):
         render_addon("kube-proxy", {}, templates=TEMPLATES)
+
+
+def test_the_pinned_coredns_image_renders_and_validates() -> None:
+    pinned = versions.image("coredns")
+    objects = render_addon(
+        "coredns", {"clusterDns": "10.96.0.10", "image": pinned}, templates=TEMPLATES
+    )
+    assert check_objects(objects, versions.default_kubernetes_version()) == []
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
