@@ -1,0 +1,103 @@
+"""LXD host setup and the node image on the real daemon, including the ways they refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kubesmith.cli import app
+from kubesmith.errors import KubesmithError, UserError
+from kubesmith.local.connection import labels
+from kubesmith.local.host import init_host, profile_name
+from kubesmith.local.image import HASH_PROPERTY, build_image, make_recipe
+from kubesmith.local.instances import ImageSource, NodeSpec, ensure_node, get_instance
+from kubesmith.spec import LxdSpec
+from tests.integration.conftest import LxdHost, Scratch, unique_name
+
+pytestmark = pytest.mark.integration
+
+
+def test_init_again_changes_nothing(lxd_ready: LxdHost) -> None:
+    report = init_host(lxd_ready.client(), lxd_ready.stack, lxd_ready.lxd)
+    assert not [line for line in report if line.startswith(("created", "updated"))], report
+    assert f"network {lxd_ready.lxd.network} ({lxd_ready.lxd.subnet}): ok" in report
+
+
+def test_unchanged_image_is_not_rebuilt(lxd_ready: LxdHost) -> None:
+    client = lxd_ready.client()
+    current = client.images.get_by_alias(lxd_ready.lxd.image)
+    assert current.properties[HASH_PROPERTY] == make_recipe().input_hash()
+    result = build_image(client, lxd_ready.lxd.image)
+    assert result.built is False
+    assert result.fingerprint == current.fingerprint
+
+
+def _stack_file(project: Path, stack: str, lxd: dict[str, str]) -> None:
+    (project / "Pulumi.yaml").write_text("name: kubesmith\nruntime: python\n", encoding="utf-8")
+    cluster = {"name": "t-clash", "backend": "lxd", "lxd": lxd}
+    (project / f"Pulumi.{stack}.yaml").write_text(
+        yaml.safe_dump({"config": {"kubesmith:cluster": cluster}}), encoding="utf-8"
+    )
+
+
+def test_subnet_overlapping_another_network_is_refused_naming_both(
+    lxd_ready: LxdHost, scratch: Scratch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    foreign = scratch.network("10.207.0.1/24")  # somebody else's bridge, not kubesmith's
+    wanted = unique_name("kst")
+    _stack_file(tmp_path, "tclash", {"network": wanted, "subnet": "10.207.0.0/16"})
+    monkeypatch.setenv("KUBESMITH_PROJECT", str(tmp_path))
+
+    result = CliRunner().invoke(app, ["lxd", "init", "-s", "tclash"])
+
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: lxd.subnet 10.207.0.0/16 overlaps LXD network {foreign!r} (10.207.0.0/24); "
+        "pick another lxd.subnet or remove that network"
+    )
+    client = lxd_ready.client()
+    assert not client.networks.exists(wanted)
+    assert not client.profiles.exists(profile_name("tclash"))
+
+
+def test_a_network_kubesmith_did_not_create_is_never_taken_over(
+    lxd_ready: LxdHost, scratch: Scratch
+) -> None:
+    foreign = scratch.network("10.208.0.1/24")
+    client = lxd_ready.client()
+    before = client.networks.get(foreign).config
+    with pytest.raises(UserError, match=f"LXD network {foreign!r} exists and was not created"):
+        init_host(client, "tforeign", LxdSpec(network=foreign, subnet="10.208.0.0/24"))
+    assert client.networks.get(foreign).config == before
+    assert not client.profiles.exists(profile_name("tforeign"))
+
+
+def test_a_node_that_gets_no_address_times_out_naming_it(
+    lxd_ready: LxdHost, scratch: Scratch
+) -> None:
+    client = lxd_ready.client()
+    stack_profile = client.profiles.get(profile_name(lxd_ready.stack))
+    silent = scratch.network("10.206.0.1/24", **{"ipv4.dhcp": "false"})
+    profile = scratch.profile(
+        {k: v for k, v in stack_profile.config.items() if not k.startswith("user.")},
+        {**stack_profile.devices, "eth0": {"type": "nic", "name": "eth0", "network": silent}},
+    )
+    cluster = unique_name()
+    node = NodeSpec(
+        name=f"{cluster}-cp-1",
+        image=ImageSource(lxd_ready.lxd.image),
+        profile=profile,
+        cpu=1,
+        memory="512MiB",
+        labels=labels(stack="local", cluster=cluster, role="control_plane", owner="lab"),
+        authorized_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlaceholderKeyForTheTest test",
+    )
+    scratch.instances.append(node.name)
+    with pytest.raises(
+        KubesmithError, match=rf"^node {node.name}: no IPv4 address on eth0 after 3 s"
+    ):
+        ensure_node(client, node, timeout=3)
+    assert get_instance(client, node.name) is not None  # left for `lab down` / inspection
