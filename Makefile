@@ -16,6 +16,7 @@ help:
 	@echo "make up         create the local cluster (kubesmith up -s local)"
 	@echo "make test       lint, type check and every test tier (installs LXD and the node image)"
 	@echo "make test-fast  lint, type check and the tests that need no LXD"
+	@echo "make lxd        install/start LXD, create the local stack's bridge and profile, build the node image"
 	@echo "make bench      benchmarks; results in bench/results/"
 	@echo "make lock       refresh constraints.txt from the current venv"
 
@@ -39,10 +40,15 @@ typecheck: $(STAMP)
 test-fast: lint typecheck
 	$(BIN)/pytest -m "not integration and not e2e"
 
-test: lint typecheck
+test: lint typecheck lxd
 	$(BIN)/pytest
 
-up: $(STAMP)
+# Idempotent: installs LXD when missing, starts it without systemd, skips an unchanged image.
+lxd: $(STAMP)
+	$(KS) lxd init -s local
+	$(KS) image build -s local
+
+up: $(STAMP) lxd
 	$(KS) up -s local
 
 bench: $(STAMP)
