@@ -25,7 +25,7 @@ import pylxd
 import pytest
 
 from kubesmith.local import daemon
-from kubesmith.local.connection import connect, label, socket_path
+from kubesmith.local.connection import connect, is_managed, label, socket_path
 from kubesmith.local.host import init_host
 from kubesmith.local.image import build_image
 from kubesmith.local.instances import delete_node, managed_instances
@@ -71,13 +71,19 @@ def remove_stale(client: pylxd.Client) -> list[str]:
             delete_node(client, instance.name)
             removed.append(f"instance {instance.name}")
     for profile in client.profiles.all():
-        if profile.config.get(TEST_LABEL) == "true":
+        if profile.config.get(TEST_LABEL) == "true" or profile.name.startswith("kubesmith-kst"):
             profile.delete()
             removed.append(f"profile {profile.name}")
     for network in client.networks.all():
-        if network.managed and network.config.get(TEST_LABEL) == "true":
+        if network.managed and (
+            network.config.get(TEST_LABEL) == "true" or network.name.startswith("kst")
+        ):
             network.delete()
             removed.append(f"network {network.name}")
+    for pool in client.storage_pools.all():
+        if pool.name.startswith("kst") and is_managed(pool.config):
+            pool.delete()
+            removed.append(f"storage pool {pool.name}")
     return removed
 
 
@@ -158,6 +164,8 @@ class Scratch:
     profiles: list[str] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
     instances: list[str] = field(default_factory=list)
+    #: Stacks whose `lxd init` objects (profile, network, pool named after them) go too.
+    stacks: list[str] = field(default_factory=list)
 
     def network(self, gateway: str, **config: str) -> str:
         """A bridge that is not kubesmith's (no user.kubesmith.managed), e.g. 10.206.0.1/24."""
@@ -179,12 +187,15 @@ class Scratch:
     def cleanup(self) -> None:
         for instance in self.instances:
             delete_node(self.client, instance)
-        for profile in self.profiles:
+        for profile in [*self.profiles, *(f"kubesmith-{stack}" for stack in self.stacks)]:
             if self.client.profiles.exists(profile):
                 self.client.profiles.get(profile).delete()
-        for network in self.networks:
+        for network in [*self.networks, *self.stacks]:
             if self.client.networks.exists(network):
                 self.client.networks.get(network).delete()
+        for pool in self.stacks:
+            if self.client.storage_pools.exists(pool):
+                self.client.storage_pools.get(pool).delete()
 
 
 @pytest.fixture

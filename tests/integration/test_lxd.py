@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ from typer.testing import CliRunner
 from kubesmith.cli import app
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.local.connection import labels
-from kubesmith.local.host import init_host, profile_name
+from kubesmith.local.host import init_host, profile_name, storage_driver
 from kubesmith.local.image import HASH_PROPERTY, build_image, make_recipe
 from kubesmith.local.instances import ImageSource, NodeSpec, ensure_node, get_instance
+from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.spec import LxdSpec
 from tests.integration.conftest import LxdHost, Scratch, unique_name
 
@@ -35,12 +37,53 @@ def test_unchanged_image_is_not_rebuilt(lxd_ready: LxdHost) -> None:
     assert result.fingerprint == current.fingerprint
 
 
-def _stack_file(project: Path, stack: str, lxd: dict[str, str]) -> None:
+def _stack_file(project: Path, stack: str, lxd: dict[str, object]) -> None:
     (project / "Pulumi.yaml").write_text("name: kubesmith\nruntime: python\n", encoding="utf-8")
     cluster = {"name": "t-clash", "backend": "lxd", "lxd": lxd}
     (project / f"Pulumi.{stack}.yaml").write_text(
         yaml.safe_dump({"config": {"kubesmith:cluster": cluster}}), encoding="utf-8"
     )
+
+
+def test_init_prepares_a_new_stack_whose_nodes_then_come_up(
+    lxd_ready: LxdHost, scratch: Scratch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack LXD has never seen: what `make lxd` does on a fresh machine, then a node."""
+    stack = unique_name("kst")  # also the name of its network and pool
+    scratch.stacks.append(stack)
+    lxd = {"network": stack, "storagePool": stack, "subnet": "10.204.0.0/24", "cpu": 1}
+    _stack_file(tmp_path, stack, {**lxd, "memory": "512MiB"})
+    monkeypatch.setenv("KUBESMITH_PROJECT", str(tmp_path))
+
+    result = CliRunner().invoke(app, ["lxd", "init", "-s", stack])
+
+    assert result.exit_code == 0, result.output
+    created = [line for line in result.stdout.splitlines() if line.startswith("created")]
+    assert created == [
+        f"created storage pool {stack} ({storage_driver()})",
+        f"created network {stack} (10.204.0.0/24, NAT)",
+        f"created profile kubesmith-{stack}",
+    ]
+    client = lxd_ready.client()
+    network = client.networks.get(stack)
+    assert network.config["ipv4.address"] == "10.204.0.1/24"
+    assert (network.config["ipv4.nat"], network.config["ipv6.address"]) == ("true", "none")
+    for marked in (
+        network,
+        client.storage_pools.get(stack),
+        client.profiles.get(f"kubesmith-{stack}"),
+    ):
+        assert marked.config["user.kubesmith.managed"] == "true"
+
+    made = create_lab(unique_name(), stack=stack, control_planes=1, workers=0)
+    try:
+        (node,) = made.nodes
+        assert ipaddress.ip_address(node.private_address) in ipaddress.ip_network("10.204.0.0/24")
+        instance = client.instances.get(node.name)
+        assert instance.config["limits.memory"] == "512MiB"
+        assert instance.expanded_devices["root"]["pool"] == stack
+    finally:
+        destroy_lab(made.name)
 
 
 def test_subnet_overlapping_another_network_is_refused_naming_both(

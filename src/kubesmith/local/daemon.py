@@ -23,6 +23,8 @@ REQUIRED_TOOLS = {
     "iptables": "iptables",
     "debootstrap": "debootstrap",
 }
+#: LXD's btrfs driver needs the btrfs tools on the host.
+BTRFS_TOOLS = {"mkfs.btrfs": "btrfs-progs"}
 READY_TIMEOUT_S = 120
 #: Commands in /usr/sbin are not on a non-login root PATH everywhere.
 _SEARCH_PATH = os.pathsep.join(
@@ -30,14 +32,20 @@ _SEARCH_PATH = os.pathsep.join(
 )
 
 
+def kernel_has_btrfs_on_loop() -> bool:
+    """Whether a loop-file btrfs pool can work: the kernel knows btrfs and has loop devices."""
+    filesystems = Path("/proc/filesystems")
+    known = filesystems.read_text(encoding="utf-8").split() if filesystems.exists() else []
+    return "btrfs" in known and Path("/dev/loop-control").exists()
+
+
+def has_tool(tool: str) -> bool:
+    return shutil.which(tool, path=_SEARCH_PATH) is not None
+
+
 def missing_packages() -> list[str]:
-    return sorted(
-        {
-            pkg
-            for tool, pkg in REQUIRED_TOOLS.items()
-            if shutil.which(tool, path=_SEARCH_PATH) is None
-        }
-    )
+    tools = {**REQUIRED_TOOLS, **(BTRFS_TOOLS if kernel_has_btrfs_on_loop() else {})}
+    return sorted({pkg for tool, pkg in tools.items() if not has_tool(tool)})
 
 
 def _run(command: Sequence[str], what: str) -> None:
@@ -51,7 +59,7 @@ def _run(command: Sequence[str], what: str) -> None:
 
 
 def ensure_packages() -> list[str]:
-    """Install whatever of LXD, iptables and debootstrap is missing; returns what was installed."""
+    """Install what is missing of LXD, iptables, debootstrap (and btrfs-progs where usable)."""
     packages = missing_packages()
     if not packages:
         return []
