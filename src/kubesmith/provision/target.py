@@ -53,8 +53,12 @@ class Target:
 
     @property
     def cache_dir(self) -> Path:
-        """Release downloads, shared by every stack and lab (they are verified by checksum)."""
-        return state_dir() / "cache" / "artifacts"
+        return artifact_cache_dir()
+
+
+def artifact_cache_dir() -> Path:
+    """Release downloads, shared by every stack and lab (they are verified by checksum)."""
+    return state_dir() / "cache" / "artifacts"
 
 
 def for_stack(stack: str, root: Path | None = None) -> Target:
