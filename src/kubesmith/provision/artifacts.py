@@ -59,8 +59,13 @@ def plan(
         arch=arch,
         url=component.url(arch, mirror_base_url),
         sha256=checksum,
-        path=cache_dir / component.name / component.version / arch / component.filename(arch),
+        path=plan_path(component, arch, cache_dir),
     )
+
+
+def plan_path(component: Component, arch: str, cache_dir: Path) -> Path:
+    """Where the verified download of ``component`` for ``arch`` is kept in the cache."""
+    return cache_dir / component.name / component.version / arch / component.filename(arch)
 
 
 def digest_of(path: Path, algorithm: str = "sha256") -> str:
