@@ -12,6 +12,7 @@ import typer
 from kubesmith.cli.console import err, out
 from kubesmith.errors import UserError
 from kubesmith.provision import target as targets
+from kubesmith.provision.clusterfacts import BINARIES_VAR
 from kubesmith.provision.provisioner import Options, Outcome, provision
 from kubesmith.provision.recap import Progress, pki_summary, recap_table
 
@@ -35,7 +36,18 @@ MirrorOption = typer.Option(
     "--mirror",
     help="With --inventory: fetch release downloads from MIRROR/<host>/<path> (air-gapped sites).",
 )
-TAGS = ("prep", "pki", "runtime", "etcd")
+TAGS = (
+    "prep",
+    "pki",
+    "runtime",
+    "etcd",
+    "api_proxy",
+    "control_plane",
+    "cni",
+    "kubelet",
+    "kube_proxy",
+    "coredns",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -98,10 +110,17 @@ def provision_command(
     ),
     source: str | None = SourceOption,
     mirror: str | None = MirrorOption,
+    binaries: bool = typer.Option(
+        True,
+        "--kubernetes-binaries/--no-kubernetes-binaries",
+        help="Install and start the Kubernetes binaries (default). Without: write every "
+        "certificate, configuration and unit, install and start nothing (configuration only).",
+    ),
 ) -> None:
-    """Prepare nodes, install certificates, containerd and etcd (playbooks/site.yml)."""
+    """Build the cluster: nodes, certificates, containerd, etcd, Kubernetes (playbooks/site.yml)."""
     target = _target(stack, inventory, source, mirror)
-    options = Options(tags=_tags(tags), limit=limit, check=check)
+    extravars = {} if binaries else {BINARIES_VAR: False}
+    options = Options(tags=_tags(tags), limit=limit, check=check, extravars=extravars)
     outcome = _run(target, options, "provision")
     changed = sum(s.changed for s in outcome.run.stats.values())
     out.print(f"[green]ok[/]: {len(outcome.run.stats)} hosts provisioned, {changed} changes")

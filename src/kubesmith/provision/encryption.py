@@ -88,7 +88,7 @@ def ensure_config(directory: Path, provider: str = DEFAULT_PROVIDER) -> tuple[Pa
         return path, False
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     text = "# Managed by kubesmith: the Secrets encryption key. Never share, never lose.\n"
-    text += yaml.safe_dump(_config(cast(Provider, provider), secret), sort_keys=False)
+    text += yaml.safe_dump(_config(provider, secret), sort_keys=False)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     _atomic_write(path, text.encode("utf-8"), 0o600)
     return path, True

@@ -1,8 +1,9 @@
 """One provisioning run: PKI, verified artifacts, then the playbook.
 
-Order matters for safety: the certificates are issued and every release download is fetched
-and checked against its pinned sha256 before ansible-runner starts, so a wrong checksum or an
-unusable PKI stops the run while no node has been touched.
+Order matters for safety: the certificates are issued and every release download (the
+Kubernetes server tarball included, see cluster.py) is fetched and checked against its pinned
+checksum before ansible-runner starts, so a wrong checksum or an unusable PKI stops the run
+while no node has been touched.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import ansible_runner
 
 from kubesmith import versions
 from kubesmith.errors import KubesmithError
-from kubesmith.provision import artifacts
+from kubesmith.provision import artifacts, cluster
 from kubesmith.provision.artifacts import Artifact
 from kubesmith.provision.hostvars import build_extravars, release_needs
-from kubesmith.provision.pki import Pki, PkiReport
+from kubesmith.provision.kube_binaries import ServerTarball
+from kubesmith.provision.pki import PkiReport
 from kubesmith.provision.runner import (
     EventHandler,
     RunRequest,
@@ -40,10 +42,14 @@ class Options:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+#: The playbook that builds the cluster; only it needs the Kubernetes variables (cluster.py).
+SITE_PLAYBOOK = "site.yml"
+
+
 @dataclass
 class Outcome:
     pki: PkiReport
-    downloaded: list[Artifact]
+    downloaded: list[Artifact | ServerTarball]
     run: RunResult
 
 
@@ -106,10 +112,16 @@ def fetch_releases(
 
 
 def provision(target: Target, options: Options, on_event: EventHandler | None = None) -> Outcome:
-    pki = Pki(target.pki_dir)
+    pki = cluster.cluster_pki(target)
     report = pki.ensure(target.inventory.identities())
-    releases, arch_of, downloaded = fetch_releases(target)
-    extravars = {**build_extravars(target, pki, releases, arch_of), **options.extravars}
+    releases, arch_of, fetched = fetch_releases(target)
+    downloaded: list[Artifact | ServerTarball] = list(fetched)
+    extravars = build_extravars(target, pki, releases, arch_of)
+    if options.playbook == SITE_PLAYBOOK:
+        prepared = cluster.prepare(target, arch_of, options.extravars, probe_architectures)
+        extravars.update(prepared.extravars)
+        downloaded += prepared.downloaded
+    extravars.update(options.extravars)
     request = RunRequest(
         private_data_dir=target.runner_dir,
         inventory=target.inventory.path,

@@ -1,0 +1,90 @@
+"""Filters that build node files from data, shared by the Kubernetes roles.
+
+- ``kubeconfig``: the kubeconfig shape of kubesmith.provision.kubeconfig (one definition for
+  the nodes' files and the admin kubeconfig the controller exports);
+- ``systemd_command``: a binary and a mapping of flags as one ExecStart value, one flag per
+  continuation line, escaped for systemd (``%`` and ``$`` doubled, values with spaces or
+  quotes double-quoted);
+- ``systemd_unit``: an INI unit from {section: {key: value}} (list values repeat the key);
+- ``binary_releases``: Kubernetes binaries in node_prep's release format, so the roles install
+  them with node_prep's tasks (versioned directory, links in the bin directory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubesmith.provision.kubeconfig import kubeconfig
+
+_NEEDS_QUOTES = frozenset(" \t\"\\'")
+
+
+def _escape(value: str) -> str:
+    value = value.replace("%", "%%").replace("$", "$$")
+    if any(c in _NEEDS_QUOTES for c in value) or not value:
+        value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def systemd_command(binary: str, flags: Mapping[str, Any]) -> str:
+    """``binary --a=1 --b=2`` for ExecStart=, sorted by flag name, one flag per line."""
+    if not isinstance(flags, Mapping):
+        raise TypeError(f"systemd_command needs a mapping of flags, got {type(flags).__name__}")
+    parts = [_escape(binary)]
+    for name in sorted(flags):
+        value = flags[name]
+        if value is None:
+            continue
+        parts.append(f"--{name}={_escape(_flag_value(value))}")
+    return " \\\n    ".join(parts)
+
+
+def systemd_unit(sections: Mapping[str, Mapping[str, Any]], header: str = "") -> str:
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    for section, entries in sections.items():
+        if lines:
+            lines.append("")
+        lines.append(f"[{section}]")
+        for key, value in entries.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            lines.extend(f"{key}={_flag_value(v)}" for v in values)
+    return "\n".join(lines) + "\n"
+
+
+def binary_releases(
+    files: Mapping[str, str], names: list[str], version: str, bin_dir: str
+) -> list[dict[str, Any]]:
+    """node_prep releases for ``names``, from {binary: verified file on the controller}."""
+    missing = [name for name in names if name not in files]
+    if missing:
+        raise ValueError(f"no verified file for {', '.join(missing)} (run through kubesmith)")
+    return [
+        {
+            "name": name,
+            "version": version,
+            "archive": files[name],
+            "format": "binary",
+            "binaries": {name: name},
+            "bin_dir": bin_dir,
+        }
+        for name in names
+    ]
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "kubeconfig": lambda server, **kw: kubeconfig(server=server, **kw),
+            "systemd_command": systemd_command,
+            "systemd_unit": systemd_unit,
+            "binary_releases": binary_releases,
+        }

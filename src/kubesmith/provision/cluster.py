@@ -1,0 +1,200 @@
+"""What the Kubernetes roles need from the controller, computed before any node changes.
+
+``prepare`` runs inside ``provisioner.provision`` after the PKI and the component downloads:
+it checks the user's extra flags against the cluster's minor, creates (once) the Secrets
+encryption key, allocates the nodes' pod ranges, renders the CoreDNS add-on through the
+project's template engine and the RBAC the control plane bootstraps, and, unless the
+Kubernetes binaries are turned off, fetches and verifies the server tarball for every node
+architecture and unpacks the binaries. The result is a set of extra variables for site.yml.
+
+``kubesmith_kubernetes_binaries: false`` (an extra variable or an inventory variable) turns
+off exactly the binaries: no download, no install, no service start and no wait for an API.
+Everything else (certificates, kubeconfigs, configuration files, units, CNI, routes, API
+proxy) is still written, which is how the configuration is verified on machines that cannot
+obtain the binaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubesmith import versions
+from kubesmith.apps.render import render_addon, templates_dir
+from kubesmith.errors import UserError
+from kubesmith.provision import kube_binaries
+from kubesmith.provision.clusterfacts import (
+    BINARIES_VAR,
+    CLUSTER_DOMAIN,
+    ClusterFacts,
+    binaries_enabled,
+    cluster_facts,
+)
+from kubesmith.provision.encryption import PROVIDER_VAR, ensure_config
+from kubesmith.provision.flags import EXTRA_ARGS_VAR, extra_args_problems
+from kubesmith.provision.kube_binaries import ServerTarball
+from kubesmith.provision.pki_kubernetes import ADMINS_GROUP, KubernetesPki
+from kubesmith.provision.podcidr import allocate
+from kubesmith.provision.runner import playbooks_dir
+from kubesmith.provision.target import Target
+
+#: The user the apiserver authenticates as towards kubelets (apiserver-kubelet-client.crt).
+APISERVER_KUBELET_USER = "kube-apiserver-kubelet-client"
+#: Labels of what kubesmith applies, so `kubectl get -l` finds it.
+MANAGED_LABELS = {"app.kubernetes.io/managed-by": "kubesmith"}
+
+#: Reads the release architecture of hosts (provisioner.probe_architectures).
+Probe = Callable[[Target, Sequence[str]], dict[str, str]]
+
+
+@dataclass
+class Prepared:
+    extravars: dict[str, Any]
+    tarballs: list[ServerTarball] = field(default_factory=list)
+    downloaded: list[ServerTarball] = field(default_factory=list)
+
+
+def cluster_pki(target: Target) -> KubernetesPki:
+    return KubernetesPki(target.pki_dir, cluster_facts(target.inventory))
+
+
+def bootstrap_rbac() -> list[dict[str, Any]]:
+    """RBAC the control plane applies once the API answers.
+
+    - the apiserver may reach kubelets' API (logs, exec, port-forward, metrics): the hard way's
+      system:kube-apiserver-to-kubelet role bound to the apiserver's client certificate user;
+    - admin certificates (group kubesmith:cluster-admins) are cluster admins; unlike
+      system:masters this binding can be revoked;
+    - kubelets may renew their own client certificates (rotateCertificates), auto-approved by
+      the controller-manager, as kubeadm sets it up.
+    """
+    meta = {"labels": dict(MANAGED_LABELS)}
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:kube-apiserver-to-kubelet", **meta},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": [
+                        "nodes/proxy",
+                        "nodes/stats",
+                        "nodes/log",
+                        "nodes/spec",
+                        "nodes/metrics",
+                        "nodes/pods",
+                        "nodes/healthz",
+                        "nodes/configz",
+                    ],
+                    "verbs": ["*"],
+                }
+            ],
+        },
+        _binding(
+            "system:kube-apiserver-to-kubelet",
+            "system:kube-apiserver-to-kubelet",
+            {"kind": "User", "name": APISERVER_KUBELET_USER},
+        ),
+        _binding(
+            "kubesmith:cluster-admins", "cluster-admin", {"kind": "Group", "name": ADMINS_GROUP}
+        ),
+        _binding(
+            "kubesmith:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            {"kind": "Group", "name": "system:nodes"},
+        ),
+    ]
+
+
+def _binding(name: str, role: str, subject: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": dict(MANAGED_LABELS)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", **subject}],
+    }
+
+
+def coredns_manifests(facts: ClusterFacts) -> list[dict[str, Any]]:
+    """The CoreDNS add-on, rendered and validated by kubesmith.apps (templates/addons)."""
+    values = {
+        "clusterDns": facts.cluster_dns,
+        "clusterDomain": CLUSTER_DOMAIN,
+        "image": versions.image("coredns"),
+    }
+    return render_addon("coredns", values, templates=templates_dir(playbooks_dir().parent))
+
+
+def _check_extra_args(target: Target, facts: ClusterFacts) -> None:
+    extra = target.inventory.all_vars.get(EXTRA_ARGS_VAR) or {}
+    where = str(target.inventory.path)
+    if not isinstance(extra, Mapping):
+        raise UserError(f"{where}: {EXTRA_ARGS_VAR} must map component names to flags")
+    problems = extra_args_problems(extra, facts.minor, where)
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def _binaries(
+    target: Target,
+    arch_of: Mapping[str, str],
+    probe: Probe,
+    facts: ClusterFacts,
+    prepared: Prepared,
+) -> dict[str, dict[str, str]]:
+    """Host -> {binary: unpacked path on the controller}; fetches what the cache lacks."""
+    hosts = target.inventory.hosts_in("k8s_cluster")
+    unknown = [h for h in hosts if h not in arch_of]
+    arches = {**arch_of, **(probe(target, unknown) if unknown else {})}
+    tarballs = {
+        arch: kube_binaries.plan(
+            facts.kubernetes_version, arch, target.cache_dir, target.artifacts.mirror_base_url
+        )
+        for arch in sorted({arches[h] for h in hosts})
+    }
+    prepared.tarballs = list(tarballs.values())
+    # Every tarball is verified before anything is unpacked or sent anywhere.
+    prepared.downloaded = [t for t in tarballs.values() if kube_binaries.fetch(t)]
+    unpacked = {arch: kube_binaries.unpack(t) for arch, t in tarballs.items()}
+    files = {}
+    for host in hosts:
+        names = kube_binaries.binaries_for(target.inventory.groups_of(host))
+        files[host] = {name: str(unpacked[arches[host]][name]) for name in names}
+    return files
+
+
+def prepare(
+    target: Target, arch_of: Mapping[str, str], extravars: Mapping[str, Any], probe: Probe
+) -> Prepared:
+    """Everything site.yml's Kubernetes plays read, as extra variables (see module doc).
+
+    ``arch_of`` holds the architectures already probed for component downloads; ``probe``
+    reads the others when binaries are needed.
+    """
+    facts = cluster_facts(target.inventory)
+    _check_extra_args(target, facts)
+    provider = str(
+        extravars.get(PROVIDER_VAR) or target.inventory.all_vars.get(PROVIDER_VAR) or "secretbox"
+    )
+    encryption_config, _ = ensure_config(target.pki_dir, provider)
+    pod_cidrs = allocate(facts.pod_cidr, target.inventory.hosts_in("k8s_cluster"), target.state_dir)
+    enabled = binaries_enabled(target.inventory, extravars)
+    prepared = Prepared(
+        extravars={
+            BINARIES_VAR: enabled,
+            "kubesmith_cluster_domain": CLUSTER_DOMAIN,
+            "kubesmith_encryption_config": str(encryption_config),
+            "kubesmith_pod_cidrs": {host: str(cidr) for host, cidr in pod_cidrs.items()},
+            "kubesmith_rbac_manifests": bootstrap_rbac(),
+            "kubesmith_coredns_manifests": coredns_manifests(facts),
+            "kubesmith_kubernetes_files": {},
+        }
+    )
+    if enabled:
+        prepared.extravars["kubesmith_kubernetes_files"] = _binaries(
+            target, arch_of, probe, facts, prepared
+        )
+    return prepared
