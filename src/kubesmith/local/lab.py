@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pylxd
+
 from kubesmith.errors import ConfigError, UserError
 from kubesmith.inventory import api_endpoint, build_inventory, dump_inventory
 from kubesmith.local import host
@@ -35,7 +37,7 @@ from kubesmith.local.ssh import SSH_TIMEOUT_S, KnownHosts, load_key, wait_for_ss
 from kubesmith.local.stackspec import load_lxd_spec
 from kubesmith.nodes import Node, Role
 from kubesmith.paths import state_dir
-from kubesmith.spec import ClusterSpec, parse_cluster
+from kubesmith.spec import ClusterSpec, LxdSpec, parse_cluster
 from kubesmith.sshkeys import KeyPair, stack_key
 
 SSH_USER = "root"
@@ -104,18 +106,16 @@ def lab_spec(base: ClusterSpec, name: str, control_planes: int, workers: int) ->
         raise UserError("; ".join(problems)) from None
 
 
-def _check_host_ready(stack: str, spec: ClusterSpec, socket: Path | None) -> None:
-    assert spec.lxd is not None
-    client = connect(socket)
+def _check_host_ready(client: pylxd.Client, stack: str, lxd: LxdSpec) -> None:
     profile = host.profile_name(stack)
     if not client.profiles.exists(profile):
         raise UserError(
             f"LXD has no profile {profile} for stack {stack}",
             hint=f"run: kubesmith lxd init -s {stack}",
         )
-    if not spec.lxd.remote_image and find_image(client, spec.lxd.image) is None:
+    if not lxd.remote_image and find_image(client, lxd.image) is None:
         raise UserError(
-            f"LXD has no node image {spec.lxd.image}",
+            f"LXD has no node image {lxd.image}",
             hint=f"run: kubesmith image build -s {stack}",
         )
 
@@ -141,8 +141,8 @@ def create_lab(
         base.control_planes if control_planes is None else control_planes,
         base.workers if workers is None else workers,
     )
-    _check_host_ready(stack, spec, socket)
     client = connect(socket)
+    _check_host_ready(client, stack, lxd)
     key = stack_key(stack, root)
     directory = lab_dir(name, root)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -152,13 +152,14 @@ def create_lab(
 
     plan = node_plan(spec)
     wanted = {node for node, _ in plan}
-    for instance in managed_instances(client, lab=name):
+    existing = managed_instances(client, lab=name)
+    for instance in existing:
         if label(instance.config, "stack") != stack:
             raise UserError(
                 f"lab {name} belongs to stack {label(instance.config, 'stack')}, not {stack}; "
                 f"run: kubesmith lab down {name}"
             )
-    extra = [i.name for i in managed_instances(client, lab=name) if i.name not in wanted]
+    extra = [i.name for i in existing if i.name not in wanted]
     if extra:
         progress(f"removing nodes no longer in lab {name}: {', '.join(extra)}")
         in_parallel(extra, lambda node: delete_node(connect(socket), node))
@@ -166,8 +167,7 @@ def create_lab(
     def bring_up(entry: tuple[str, Role]) -> Node:
         node, role = entry
         lxd_client = connect(socket)
-        instance = get_instance(lxd_client, node)
-        fresh = instance is None
+        fresh = get_instance(lxd_client, node) is None
         address = ensure_node(
             lxd_client,
             stack_node(
