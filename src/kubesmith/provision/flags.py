@@ -71,8 +71,9 @@ def problems(component: str, minor: str, flags: Iterable[str]) -> list[str]:
 
 
 def parse_exec_start(unit_text: str) -> tuple[str, dict[str, str]]:
-    """The binary and its ``--flag=value`` arguments from a unit's ExecStart (continuations
-    joined). A flag without ``=`` maps to "true"."""
+    """The binary and its ``--flag=value`` arguments from a unit's ExecStart, as systemd
+    passes them: continuations joined, quotes removed, ``%%`` and ``$$`` undoubled. A flag
+    without ``=`` maps to "true"."""
     lines: list[str] = []
     collecting = False
     for raw in unit_text.splitlines():
@@ -87,7 +88,7 @@ def parse_exec_start(unit_text: str) -> tuple[str, dict[str, str]]:
             break
     if not lines:
         raise ValueError("no ExecStart= line")
-    words = shlex.split(" ".join(lines))
+    words = [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(" ".join(lines))]
     flags: dict[str, str] = {}
     for word in words[1:]:
         if not word.startswith("--"):

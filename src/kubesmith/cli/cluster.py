@@ -1,0 +1,144 @@
+"""`kubesmith artifacts list|fetch`, `kubesmith smoke` and `kubesmith kubeconfig`.
+
+- artifacts: every file a stack downloads (URL, pinned checksum, size when the controller has
+  a verified copy), and a verified copy of all of them in the mirror layout for air-gapped
+  sites;
+- smoke: playbooks/smoke.yml against a provisioned cluster;
+- kubeconfig: the admin kubeconfig (certificates embedded), written 0600.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kubesmith import versions
+from kubesmith.cli.console import err, out
+from kubesmith.cli.options import Stack
+from kubesmith.errors import UserError
+from kubesmith.provision import airgap
+from kubesmith.provision import target as targets
+from kubesmith.provision.admin import admin_kubeconfig
+from kubesmith.provision.pki import _atomic_write
+from kubesmith.provision.recap import Progress, recap_table
+from kubesmith.provision.runner import RunRequest, run_playbook
+from kubesmith.stackfile import load_spec
+
+artifacts_app = typer.Typer(
+    help="Release files a stack downloads: list them, fetch them for an air-gapped site.",
+    no_args_is_help=True,
+)
+
+ArchOption = typer.Option(
+    ["amd64"], "--arch", help="Node architecture (amd64, arm64); repeat for both."
+)
+StackOrNone = typer.Option(None, "--stack", "-s", help="Stack name (its inventory and PKI).")
+InventoryOrNone = typer.Option(
+    None, "--inventory", "-i", help="An inventory file instead of a stack (e.g. a lab's)."
+)
+SMOKE_PLAYBOOK = "smoke.yml"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(artifacts_app, name="artifacts")
+    app.command("smoke")(smoke)
+    app.command("kubeconfig")(kubeconfig)
+
+
+def _arches(values: list[str]) -> list[str]:
+    unknown = sorted(set(values) - set(airgap.ARCHES))
+    if unknown:
+        raise UserError(f"--arch: unknown {', '.join(unknown)} (known: {', '.join(airgap.ARCHES)})")
+    return list(dict.fromkeys(values))
+
+
+def _target(stack: str | None, inventory: Path | None) -> targets.Target:
+    if (stack is None) == (inventory is None):
+        raise UserError("give exactly one of --stack/-s STACK or --inventory FILE")
+    if stack is not None:
+        return targets.for_stack(stack)
+    assert inventory is not None
+    return targets.for_inventory(inventory)
+
+
+def _size(size: int | None) -> str:
+    return "-" if size is None else f"{size}"
+
+
+@artifacts_app.command("list")
+def list_command(stack: str = Stack, arch: list[str] = ArchOption) -> None:
+    """Every release file STACK downloads, with its pinned checksum, and what else it needs."""
+    spec = load_spec(stack)
+    downloads = airgap.stack_downloads(spec, targets.artifact_cache_dir(), _arches(arch))
+    # One artifact per line, fields tab-separated: easy to read, grep and feed to a script.
+    typer.echo("# artifact\tversion\tarch\turl\tchecksum\tsize (bytes, verified copy)")
+    for d in downloads:
+        checksum = f"{d.algorithm}:{d.checksum}" if d.checksum else "none pinned"
+        size = _size(airgap.verified_size(d))
+        typer.echo("\t".join((d.name, d.version, d.arch, d.url, checksum, size)))
+    packages = airgap.distro_packages(spec)
+    if packages:
+        listed = "; ".join(f"{name}: {' '.join(p)}" for name, p in packages.items())
+        out.print(f"Debian packages (from the nodes' apt sources): {listed}")
+    out.print(f"container images: {' '.join(airgap.images().values())}")
+
+
+@artifacts_app.command("fetch")
+def fetch_command(
+    dest: Path = typer.Option(..., "--dest", help="Directory for the files (mirror layout)."),
+    stack: str = Stack,
+    arch: list[str] = ArchOption,
+) -> None:
+    """Download and verify every release file of STACK into DEST (<host>/<path> under it).
+
+    Serve DEST over HTTP inside the air-gapped site and set kubesmith:cluster.artifacts
+    .mirrorBaseUrl to its URL.
+    """
+    spec = load_spec(stack)
+    downloads = airgap.stack_downloads(spec, targets.artifact_cache_dir(), _arches(arch))
+    dest = dest.resolve()
+    for download in downloads:
+        path, origin = airgap.fetch_to(download, dest)
+        err.print(f"{download.label}: {origin}", highlight=False)
+        out.print(str(path), highlight=False)
+    out.print(
+        f"[green]ok[/]: {len(downloads)} files verified in {dest}; serve it and set "
+        "kubesmith:cluster.artifacts.mirrorBaseUrl to its URL"
+    )
+
+
+def smoke(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrNone) -> None:
+    """Check a provisioned cluster end to end (playbooks/smoke.yml): nodes Ready, Secrets
+    encrypted in etcd, a Deployment rolls out, port-forward, logs, exec, NodePort, DNS."""
+    target = _target(stack, inventory)
+    request = RunRequest(
+        private_data_dir=target.runner_dir,
+        inventory=target.inventory.path,
+        playbook=SMOKE_PLAYBOOK,
+        extravars={"smoke_image": versions.image("smoke")},
+    )
+    title = f"smoke test: {target.label}"
+    with Progress(err, list(target.inventory.hosts_in("kube_control_plane"))[:1], title) as p:
+        result = run_playbook(request, p)
+    out.print(recap_table(result, title))
+    result.raise_for_failure("smoke test")
+    out.print("[green]ok[/]: the cluster passed the smoke test")
+
+
+def kubeconfig(
+    stack: str | None = StackOrNone,
+    inventory: Path | None = InventoryOrNone,
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Where to write it (default: admin.conf in the state dir)."
+    ),
+) -> None:
+    """Write the cluster's admin kubeconfig (certificates embedded) with mode 0600."""
+    target = _target(stack, inventory)
+    text = admin_kubeconfig(target)
+    path = (output or target.state_dir / "admin.conf").resolve()
+    if path.is_dir():
+        raise UserError(f"--output: {path} is a directory; name a file")
+    _atomic_write(path, text.encode("utf-8"), 0o600)
+    out.print(str(path), highlight=False)
+    err.print(f"export KUBECONFIG={path}", highlight=False)

@@ -1,0 +1,71 @@
+"""The cluster's admin kubeconfig, as the controller (and the Pulumi program) hands it out."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from kubesmith.errors import UserError
+from kubesmith.inventory import API_PORT
+from kubesmith.provision.clusterfacts import cluster_facts
+from kubesmith.provision.kubeconfig import kubeconfig
+from kubesmith.provision.pki_kubernetes import KubernetesPki
+from kubesmith.provision.target import Target, for_stack
+
+
+def controller_server(target: Target) -> str:
+    """The API URL as the controller reaches it.
+
+    Nodes may reach the API on their own loopback (the local HA proxy) or on a private
+    address; the controller uses the first control plane's SSH address then, which the
+    apiserver certificate carries like every node address.
+    """
+    facts = cluster_facts(target.inventory)
+    planes = target.inventory.hosts_in("kube_control_plane")
+    first = target.inventory.hostvars[planes[0]]
+    host = facts.api_host
+    private = {str(target.inventory.hostvars[p].get("kubesmith_node_ip")) for p in planes}
+    if facts.api_endpoint_is_loopback or host in private:
+        reachable = str(first["ansible_host"])
+        if ":" in reachable:
+            reachable = f"[{ipaddress.ip_address(reachable)}]"
+        port = urlsplit(facts.api_endpoint).port or API_PORT
+        return urlunsplit(("https", f"{reachable}:{port}", "", "", ""))
+    return facts.api_endpoint
+
+
+def admin_kubeconfig(target: Target) -> str:
+    """The admin kubeconfig of ``target``'s cluster as YAML text (certificates embedded).
+
+    The certificate was issued by the last provisioning run; this renews nothing and never
+    creates a CA, so it fails cleanly for a cluster that was not provisioned yet. The Pulumi
+    program exports it as a secret output.
+    """
+    facts = cluster_facts(target.inventory)
+    pki = KubernetesPki(target.pki_dir, facts)
+    cert, key = pki.controller_admin()
+    ca = target.pki_dir / "ca.crt"
+    missing = [p for p in (ca, cert, key) if not p.is_file()]
+    if missing:
+        raise UserError(
+            f"{target.label}: no admin certificate yet ({missing[0]} is missing); "
+            "provision the cluster first",
+            hint="run: kubesmith provision -s STACK (or --inventory FILE)",
+        )
+    data = kubeconfig(
+        cluster=facts.name,
+        server=controller_server(target),
+        user=f"kubesmith-admin@{facts.name}",
+        ca=ca.read_text(encoding="ascii"),
+        cert=cert.read_text(encoding="ascii"),
+        key=key.read_text(encoding="ascii"),
+        embed=True,
+    )
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def stack_admin_kubeconfig(stack: str) -> str:
+    """``admin_kubeconfig`` of a stack, for the Pulumi program's secret output."""
+    return admin_kubeconfig(for_stack(stack))

@@ -1,0 +1,319 @@
+"""The Kubernetes binaries and `kubesmith artifacts list|fetch`.
+
+Real files over real HTTP on 127.0.0.1 (a mirror in the <host>/<path> layout); versions.yaml
+is swapped for a copy whose pins are the checksums of those files, computed here. The real
+pins are checked for their shape only: their files cannot be downloaded on this machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kubesmith import versions
+from kubesmith.cli import app
+from kubesmith.errors import KubesmithError
+from kubesmith.provision import cluster, kube_binaries
+from kubesmith.provision.target import Target, artifact_cache_dir, for_inventory
+from tests.clusterlab import LocalFiles, local_spec, serve, server_tarball, write_inventory
+from tests.conftest import REPO
+
+runner = CliRunner()
+BINARIES = {
+    name: f"#!/bin/sh\necho {name}\n".encode()
+    for name in versions.kubernetes_release("1.35.1").binaries
+}
+TARBALL = server_tarball(BINARIES)
+SERVER_URL = "https://dl.k8s.io/v1.35.1/kubernetes-server-linux-amd64.tar.gz"
+CRICTL_URL = (
+    "https://github.com/kubernetes-sigs/cri-tools/releases/download/"
+    "v{v}/crictl-v{v}-linux-amd64.tar.gz"
+)
+
+
+def test_published_server_pins_are_sha512_per_architecture() -> None:
+    for version in versions.kubernetes_versions():
+        release = versions.kubernetes_release(version)
+        assert release.algorithm == "sha512"
+        for arch, checksum in release.checksums.items():
+            assert re.fullmatch(r"[0-9a-f]{128}", checksum), (version, arch)
+        if release.checksums:
+            assert set(release.checksums) == {"amd64", "arm64"}
+            assert len(set(release.checksums.values())) == 2
+        assert release.url("arm64") == (
+            f"https://dl.k8s.io/v{version}/kubernetes-server-linux-arm64.tar.gz"
+        )
+    # 1.33.8's published checksum was not obtainable: no pin, and no download without one.
+    assert versions.kubernetes_release("1.33.8").checksums == {}
+
+
+def test_a_version_without_a_published_checksum_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(KubesmithError, match=r"kubernetes 1.33.8: no published sha512"):
+        kube_binaries.plan("1.33.8", "amd64", tmp_path)
+
+
+@pytest.fixture
+def pinned(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """versions.yaml with 1.35.1's server tarball and crictl pinned to this test's files."""
+    data = copy.deepcopy(versions.load())
+    data["kubernetes"]["versions"]["1.35.1"]["server"] = {
+        "amd64": hashlib.sha512(TARBALL).hexdigest(),
+        "arm64": hashlib.sha512(b"not served").hexdigest(),
+    }
+    data["components"]["crictl"]["sha256"]["amd64"] = hashlib.sha256(b"crictl").hexdigest()
+    monkeypatch.setattr(versions, "load", lambda: data)
+    return data
+
+
+@pytest.mark.usefixtures("pinned")
+def test_binaries_are_unpacked_once_from_the_verified_tarball(tmp_path: Path) -> None:
+    with serve(tmp_path / "www") as files:
+        files.put(SERVER_URL, TARBALL)
+        tarball = kube_binaries.plan("1.35.1", "amd64", tmp_path / "cache", files.url)
+        assert kube_binaries.fetch(tarball)
+        assert not kube_binaries.fetch(tarball), "a verified cached tarball is not fetched again"
+        assert files.requests == ["/dl.k8s.io/v1.35.1/kubernetes-server-linux-amd64.tar.gz"]
+    paths = kube_binaries.unpack(tarball)
+    assert {name: p.read_bytes() for name, p in paths.items()} == BINARIES
+    assert all(p.stat().st_mode & 0o777 == 0o755 for p in paths.values())
+    stamp = paths["kubelet"].stat().st_mtime_ns
+    assert kube_binaries.unpack(tarball) == paths
+    assert paths["kubelet"].stat().st_mtime_ns == stamp, "unpacked again"
+
+
+@pytest.mark.usefixtures("pinned")
+def test_a_tampered_cache_is_not_unpacked(tmp_path: Path) -> None:
+    tarball = kube_binaries.plan("1.35.1", "amd64", tmp_path)
+    tarball.path.parent.mkdir(parents=True)
+    tarball.path.write_bytes(server_tarball({"kubelet": b"evil"}))
+    with pytest.raises(KubesmithError, match=r"no longer matches its pinned sha512"):
+        kube_binaries.unpack(tarball)
+    assert not tarball.bin_dir.exists()
+
+
+@pytest.mark.usefixtures("pinned")
+def test_a_wrong_download_fails_before_anything_is_kept(tmp_path: Path) -> None:
+    with serve(tmp_path / "www") as files:
+        files.put(SERVER_URL, server_tarball({"kubelet": b"tampered mirror"}))
+        tarball = kube_binaries.plan("1.35.1", "amd64", tmp_path / "cache", files.url)
+        with pytest.raises(KubesmithError, match=r"sha512 [0-9a-f]{128} does not match"):
+            kube_binaries.fetch(tarball)
+    assert list(tarball.path.parent.iterdir()) == []
+
+
+def fixed_probe(arch: str) -> cluster.Probe:
+    def probe(_target: Target, hosts: Sequence[str]) -> dict[str, str]:
+        return dict.fromkeys(hosts, arch)
+
+    return probe
+
+
+@pytest.mark.usefixtures("pinned")
+def test_prepare_gives_each_host_the_binaries_of_its_groups(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "lab", local_spec(1, 1))
+    with serve(tmp_path / "www") as files:
+        files.put(SERVER_URL, TARBALL)
+        target = for_inventory(inventory.path, "distro", files.url)
+        prepared = cluster.prepare(target, {}, {}, fixed_probe("amd64"))
+    variables = prepared.extravars
+    assert variables["kubesmith_kubernetes_binaries"] is True
+    per_host = variables["kubesmith_kubernetes_files"]
+    assert sorted(per_host["local-cp-1"]) == [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-proxy",
+        "kube-scheduler",
+        "kubectl",
+        "kubelet",
+    ]
+    assert sorted(per_host["local-worker-1"]) == ["kube-proxy", "kubelet"]
+    assert Path(per_host["local-worker-1"]["kubelet"]).read_bytes() == BINARIES["kubelet"]
+    assert [t.label for t in prepared.downloaded] == ["kubernetes 1.35.1 server tarball (amd64)"]
+
+
+def test_prepare_without_binaries_downloads_nothing(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "lab", local_spec(1, 1))
+    target = for_inventory(inventory.path, "distro")
+
+    def no_probe(_target: Target, _hosts: Sequence[str]) -> dict[str, str]:
+        raise AssertionError("nodes probed although no binary is needed")
+
+    prepared = cluster.prepare(target, {}, {"kubesmith_kubernetes_binaries": False}, no_probe)
+    variables = prepared.extravars
+    assert variables["kubesmith_kubernetes_binaries"] is False
+    assert variables["kubesmith_kubernetes_files"] == {}
+    assert prepared.downloaded == []
+    assert set(variables["kubesmith_pod_cidrs"]) == {"local-cp-1", "local-worker-1"}
+    assert Path(variables["kubesmith_encryption_config"]).stat().st_mode & 0o777 == 0o600
+    kinds = {o["kind"] for o in variables["kubesmith_coredns_manifests"]}
+    assert {"Deployment", "Service", "ConfigMap"} <= kinds
+
+
+def test_binaries_are_on_unless_turned_off(tmp_path: Path) -> None:
+    """The configuration-only mode is explicit: off by default, on by a variable."""
+    inventory = write_inventory(tmp_path / "lab", local_spec(1, 0))
+    from kubesmith.provision.clusterfacts import binaries_enabled
+
+    assert binaries_enabled(inventory, {}) is True
+    assert binaries_enabled(inventory, {"kubesmith_kubernetes_binaries": False}) is False
+    assert binaries_enabled(inventory, {"kubesmith_kubernetes_binaries": "false"}) is False
+
+
+def test_extra_args_are_checked_before_anything_else(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "lab", local_spec(1, 0))
+    data = yaml.safe_load(inventory.path.read_text())
+    data["all"]["vars"]["kubesmith_extra_args"] = {"kube-apiserver": {"insecure-port": 8080}}
+    inventory.path.write_text(yaml.safe_dump(data))
+    target = for_inventory(inventory.path, "distro")
+    with pytest.raises(KubesmithError, match=r"inventory.yml: kubesmith_extra_args.kube-apiserver"):
+        cluster.prepare(target, {}, {"kubesmith_kubernetes_binaries": False}, fixed_probe("amd64"))
+    assert not (target.pki_dir / "encryption-config.yaml").exists()
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def project(root: Path, monkeypatch: pytest.MonkeyPatch, **cluster_settings: Any) -> str:
+    raw = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())["config"]["kubesmith:cluster"]
+    raw.update(cluster_settings)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
+    (root / "Pulumi.air.yaml").write_text(yaml.safe_dump({"config": {"kubesmith:cluster": raw}}))
+    monkeypatch.setenv("KUBESMITH_PROJECT", str(root))
+    return "air"
+
+
+def serve_stack_files(files: LocalFiles, data: dict[str, Any]) -> None:
+    files.put(SERVER_URL, TARBALL)
+    crictl = data["components"]["crictl"]["version"]
+    files.put(CRICTL_URL.format(v=crictl), b"crictl")
+
+
+def test_artifacts_fetch_stores_verified_files_in_the_mirror_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pinned: dict[str, Any]
+) -> None:
+    with serve(tmp_path / "www") as files:
+        serve_stack_files(files, pinned)
+        stack = project(
+            tmp_path / "p",
+            monkeypatch,
+            artifacts={"mirrorBaseUrl": files.url, "components": {"crictl": "release"}},
+        )
+        result = runner.invoke(
+            app, ["artifacts", "fetch", "-s", stack, "--dest", str(tmp_path / "out")]
+        )
+        assert result.exit_code == 0, result.output
+        # A second fetch finds everything in place and downloads nothing.
+        before = len(files.requests)
+        again = runner.invoke(
+            app, ["artifacts", "fetch", "-s", stack, "--dest", str(tmp_path / "out")]
+        )
+        assert again.exit_code == 0, again.output
+        assert len(files.requests) == before
+    out = tmp_path / "out"
+    assert (out / "dl.k8s.io/v1.35.1/kubernetes-server-linux-amd64.tar.gz").read_bytes() == TARBALL
+    crictl = pinned["components"]["crictl"]["version"]
+    assert (out / CRICTL_URL.format(v=crictl).split("://")[1]).read_bytes() == b"crictl"
+    # The destination can be served as the next site's mirror: same paths as this one.
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(
+        r.lstrip("/") for r in files.requests
+    )
+
+
+@pytest.mark.usefixtures("pinned")
+def test_artifacts_fetch_with_a_wrong_checksum_fails_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve(tmp_path / "www") as files:
+        files.put(SERVER_URL, b"a truncated or tampered tarball")
+        stack = project(tmp_path / "p", monkeypatch, artifacts={"mirrorBaseUrl": files.url})
+        result = runner.invoke(
+            app, ["artifacts", "fetch", "-s", stack, "--dest", str(tmp_path / "out")]
+        )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    assert (
+        f"{files.url}/dl.k8s.io/v1.35.1/kubernetes-server-linux-amd64.tar.gz: sha512"
+        in result.output
+    )
+    assert hashlib.sha512(TARBALL).hexdigest() in result.output
+    assert "Traceback" not in result.output
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_artifacts_list_names_urls_checksums_and_what_comes_from_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = project(
+        tmp_path / "p",
+        monkeypatch,
+        artifacts={
+            "mirrorBaseUrl": "http://mirror.invalid/files",
+            "components": {"etcd": "release"},
+        },
+    )
+    result = runner.invoke(
+        app,
+        ["artifacts", "list", "-s", stack, "--arch", "amd64", "--arch", "arm64"],
+        terminal_width=400,
+    )
+    assert result.exit_code == 0, result.output
+    release = versions.kubernetes_release("1.35.1")
+    for arch in ("amd64", "arm64"):
+        assert (
+            f"http://mirror.invalid/files/dl.k8s.io/v1.35.1/kubernetes-server-linux-{arch}.tar.gz"
+            in result.output
+        )
+        assert f"sha512:{release.checksums[arch]}" in result.output
+        assert f"sha256:{versions.component('etcd').sha256[arch]}" in result.output
+    # Everything else comes from the site's apt mirror and registry: named, not fetched.
+    assert "containerd: containerd" in result.output
+    assert versions.image("coredns") in result.output
+
+
+def test_artifacts_list_shows_a_version_without_pins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = project(tmp_path / "p", monkeypatch, kubernetesVersion="1.33.8")
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "\tnone pinned\t-" in result.output
+    fetch = runner.invoke(app, ["artifacts", "fetch", "-s", stack, "--dest", str(tmp_path / "o")])
+    assert fetch.exit_code == 1
+    assert "kubernetes-server 1.33.8 (amd64): no published checksum is pinned" in fetch.output
+
+
+def test_artifacts_bad_arch_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = project(tmp_path / "p", monkeypatch)
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack, "--arch", "s390x"])
+    assert result.exit_code == 2
+    assert "--arch: unknown s390x (known: amd64, arm64)" in result.output
+
+
+@pytest.mark.usefixtures("pinned")
+def test_artifacts_list_gives_the_size_of_a_verified_cached_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = project(tmp_path / "p", monkeypatch)
+    tarball = kube_binaries.plan("1.35.1", "amd64", artifact_cache_dir())
+    tarball.path.parent.mkdir(parents=True)
+    tarball.path.write_bytes(TARBALL)
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack])
+    line = next(x for x in result.output.splitlines() if x.startswith("kubernetes-server"))
+    assert line.split("\t")[-1] == str(len(TARBALL))
+    # A cached file that does not match its pin has no size: it would be fetched again.
+    tarball.path.write_bytes(b"changed")
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack])
+    line = next(x for x in result.output.splitlines() if x.startswith("kubernetes-server"))
+    assert line.split("\t")[-1] == "-"
