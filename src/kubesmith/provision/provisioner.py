@@ -111,13 +111,22 @@ def fetch_releases(
     return planned, arch_of, downloaded
 
 
+#: site.yml's tags for the node base (node_prep, pki, containerd, etcd): runs limited to these
+#: need none of the Kubernetes preparation (no Kubernetes download, works offline).
+BASE_TAGS = frozenset({"prep", "pki", "runtime", "etcd"})
+
+
+def _runs_kubernetes(tags: Sequence[str]) -> bool:
+    return not tags or not set(tags) <= BASE_TAGS
+
+
 def provision(target: Target, options: Options, on_event: EventHandler | None = None) -> Outcome:
     pki = cluster.cluster_pki(target)
     report = pki.ensure(target.inventory.identities())
     releases, arch_of, fetched = fetch_releases(target)
     downloaded: list[Artifact | ServerTarball] = list(fetched)
     extravars = build_extravars(target, pki, releases, arch_of)
-    if options.playbook == SITE_PLAYBOOK:
+    if options.playbook == SITE_PLAYBOOK and _runs_kubernetes(options.tags):
         prepared = cluster.prepare(target, arch_of, options.extravars, probe_architectures)
         extravars.update(prepared.extravars)
         downloaded += prepared.downloaded

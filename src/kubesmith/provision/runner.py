@@ -8,7 +8,9 @@ so those artifacts hold paths and checksums, never keys.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,20 +164,27 @@ def run_playbook(request: RunRequest, on_event: EventHandler | None = None) -> R
         **request.env,
     }
     started = time.monotonic()
-    runner = ansible_runner.run(
-        private_data_dir=str(request.private_data_dir),
-        project_dir=str(playbooks),
-        playbook=request.playbook,
-        inventory=str(request.inventory),
-        extravars=dict(request.extravars),
-        tags=",".join(request.tags) or None,
-        limit=request.limit,
-        cmdline="--check" if request.check else None,
-        envvars=env,
-        event_handler=collector,
-        quiet=True,
-        rotate_artifacts=KEEP_RUNS,
-    )
+    # SSH master connections of this run only: a run killed midway can leave a master socket
+    # behind that later connections would hang on. A short path: sockets allow ~100 bytes.
+    control_dir = Path(tempfile.mkdtemp(prefix="ks-ssh-"))
+    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control_dir)
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(request.private_data_dir),
+            project_dir=str(playbooks),
+            playbook=request.playbook,
+            inventory=str(request.inventory),
+            extravars=dict(request.extravars),
+            tags=",".join(request.tags) or None,
+            limit=request.limit,
+            cmdline="--check" if request.check else None,
+            envvars=env,
+            event_handler=collector,
+            quiet=True,
+            rotate_artifacts=KEEP_RUNS,
+        )
+    finally:
+        shutil.rmtree(control_dir, ignore_errors=True)
     return RunResult(
         status=str(runner.status),
         rc=int(runner.rc or 0),

@@ -1,0 +1,93 @@
+"""Per-host variables: which host installs what, from where, and which certificates it gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kubesmith import versions
+from kubesmith.inventory import build_inventory, dump_inventory
+from kubesmith.nodes import Node
+from kubesmith.provision import artifacts
+from kubesmith.provision.hostvars import build_extravars, release_needs
+from kubesmith.provision.pki import Pki
+from kubesmith.provision.target import ArtifactSettings, Target, for_inventory
+from kubesmith.spec import parse_cluster
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Target:
+    spec = parse_cluster({"name": "t1", "backend": "lxd", "workers": 1, "lxd": {}})
+    nodes = [
+        Node("t1-cp-1", "control_plane", "10.203.0.11", None, "root"),
+        Node("t1-worker-1", "worker", "10.203.0.21", None, "root"),
+    ]
+    path = tmp_path / "inventory.yml"
+    path.write_text(
+        dump_inventory(build_inventory(spec, nodes, endpoint="https://10.203.0.11:6443"))
+    )
+    return for_inventory(path)
+
+
+def test_lxd_inventories_default_to_debian_packages(target: Target) -> None:
+    assert set(target.artifacts.sources.values()) == {"distro"}
+    assert release_needs(target) == {}
+    pki = Pki(target.pki_dir)
+    pki.ensure(target.inventory.identities())
+    variables = build_extravars(target, pki, {}, {})
+    packages = variables["kubesmith_host_packages"]
+    assert packages["t1-cp-1"] == [
+        "etcd-server",
+        "etcd-client",
+        "containerd",
+        "runc",
+        "containernetworking-plugins",
+    ]
+    # Workers run no etcd; crictl has no Debian package, so nothing is installed for it.
+    assert packages["t1-worker-1"] == ["containerd", "runc", "containernetworking-plugins"]
+    assert variables["kubesmith_host_releases"] == {}
+    assert variables["kubesmith_components"]["etcd"] == {"source": "distro"}
+
+
+def test_release_sources_hand_each_host_its_verified_archives(
+    target: Target, tmp_path: Path
+) -> None:
+    released = Target(
+        target.label, target.inventory, target.state_dir, ArtifactSettings.uniform("release")
+    )
+    needs = release_needs(released)
+    assert needs["t1-worker-1"] == ["containerd", "runc", "cni_plugins", "crictl"]
+    assert needs["t1-cp-1"][0] == "etcd"
+    arch_of = {"t1-cp-1": "amd64", "t1-worker-1": "arm64"}
+    planned = {
+        (name, arch_of[host]): artifacts.plan(
+            versions.component(name), arch_of[host], tmp_path / "c"
+        )
+        for host, names in needs.items()
+        for name in names
+    }
+    pki = Pki(released.pki_dir)
+    pki.ensure(released.inventory.identities())
+    variables = build_extravars(released, pki, planned, arch_of)
+    assert variables["kubesmith_host_packages"] == {}
+    worker = {r["name"]: r for r in variables["kubesmith_host_releases"]["t1-worker-1"]}
+    assert worker["cni_plugins"]["bin_dir"] == "/opt/cni/bin"
+    assert worker["runc"]["bin_dir"] == "/usr/local/bin"
+    runc = versions.component("runc")
+    assert worker["runc"]["archive"].endswith(f"runc/{runc.version}/arm64/runc.arm64")
+    assert worker["runc"]["binaries"] == {"runc.arm64": "runc"}
+    assert "etcd" not in worker
+
+
+def test_pki_bundles_follow_the_groups(target: Target) -> None:
+    pki = Pki(target.pki_dir)
+    pki.ensure(target.inventory.identities())
+    bundles = build_extravars(target, pki, {}, {})["kubesmith_pki_bundles"]
+    assert bundles["t1-worker-1"]["files"] == ["ca.crt"]
+    plane = bundles["t1-cp-1"]["files"]
+    assert {"ca.key", "etcd/server.key", "etcd/peer.crt", "apiserver-etcd-client.key"} <= set(plane)
+    assert "etcd/ca.key" not in plane
+    # The manifest holds checksums and modes, never key material.
+    assert "PRIVATE" not in bundles["t1-cp-1"]["manifest"]
+    assert "600 0 0 etcd/server.key" in bundles["t1-cp-1"]["manifest"]

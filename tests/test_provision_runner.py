@@ -1,0 +1,142 @@
+"""The ansible-runner glue on real ansible (no nodes needed): failures name host and task."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kubesmith.cli import app
+from kubesmith.errors import KubesmithError
+from kubesmith.inventory import build_inventory, dump_inventory
+from kubesmith.nodes import Node
+from kubesmith.provision.runner import RunRequest, playbooks_dir, run_playbook
+from kubesmith.spec import parse_cluster
+
+BASE = ("prep", "pki", "runtime", "etcd")
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _inventory(tmp_path: Path, port: int) -> Path:
+    """A kubesmith inventory whose one node is 127.0.0.1 on a port nothing listens on."""
+    spec = parse_cluster({"name": "t1", "backend": "lxd", "lxd": {}})
+    node = Node("t1-cp-1", "control_plane", "127.0.0.1", None, "root")
+    data = build_inventory(spec, [node], endpoint="https://127.0.0.1:6443")
+    data["all"]["hosts"]["t1-cp-1"]["ansible_port"] = port
+    path = tmp_path / "inventory.yml"
+    path.write_text(dump_inventory(data), encoding="utf-8")
+    return path
+
+
+def test_unreachable_host_is_reported_with_its_name(tmp_path: Path) -> None:
+    inventory = _inventory(tmp_path, _closed_port())
+    result = run_playbook(
+        RunRequest(private_data_dir=tmp_path / "run", inventory=inventory, tags=["prep"])
+    )
+    assert not result.ok
+    assert result.stats["t1-cp-1"].unreachable == 1
+    [failure] = result.failures
+    assert failure.unreachable
+    assert failure.host == "t1-cp-1"
+    with pytest.raises(KubesmithError, match=r"^provision failed on t1-cp-1: unreachable: .*"):
+        result.raise_for_failure("provision")
+    # The run's artifacts are kept, under the private data dir given.
+    assert result.artifact_dir is not None
+    assert result.artifact_dir.is_relative_to(tmp_path / "run")
+
+
+def test_cli_reports_an_unreachable_host_in_one_line(tmp_path: Path) -> None:
+    inventory = _inventory(tmp_path, _closed_port())
+    result = CliRunner().invoke(app, ["provision", "-i", str(inventory), "--tags", ",".join(BASE)])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: provision failed on t1-cp-1: unreachable:")
+    assert "Traceback" not in result.output
+    # The PKI was issued beside the inventory before any host was contacted.
+    assert (tmp_path / "pki" / "etcd" / "ca.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["provision"], "give exactly one of --stack/-s STACK or --inventory FILE"),
+        (["provision", "-s", "local", "-i", "x.yml"], "give exactly one of"),
+        (["provision", "-i", "INV", "--tags", "etcd,dns"], "--tags: unknown tag dns"),
+        (["provision", "-i", "INV", "--source", "tarball"], "--source: must be distro or release"),
+        (["provision", "-i", "INV", "--mirror", "ftp://x"], "--mirror: must be an http(s) URL"),
+        (["provision", "-s", "local", "--source", "release"], "--source and --mirror only apply"),
+        (
+            ["etcd", "restore", "-i", "INV", "--snapshot", "/nonexistent.db"],
+            "--snapshot: /nonexistent.db: no such file",
+        ),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_option(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    inventory = _inventory(tmp_path, _closed_port())
+    argv = [str(inventory) if a == "INV" else a for a in args]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_stack_without_inventory_points_at_kubesmith_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBESMITH_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["provision", "-s", "local", "--tags", "etcd"])
+    assert result.exit_code == 2
+    assert "stack local: no inventory at" in result.output
+    assert "kubesmith up -s local" in result.output
+
+
+def _toml_filter() -> object:
+    path = playbooks_dir() / "roles" / "containerd" / "filter_plugins" / "toml.py"
+    spec = importlib.util.spec_from_file_location("kubesmith_toml_filter", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.to_toml
+
+
+def test_to_toml_round_trips_a_containerd_config() -> None:
+    to_toml = _toml_filter()
+    config = {
+        "version": 2,
+        "grpc": {"address": "/run/containerd/containerd.sock"},
+        "plugins": {
+            "io.containerd.grpc.v1.cri": {
+                "sandbox_image": 'registry.k8s.io/pause:3.10 "quoted"',
+                "containerd": {
+                    "runtimes": {
+                        "runc": {"options": {"SystemdCgroup": True, "BinaryName": "/usr/sbin/runc"}}
+                    }
+                },
+                "cni": {"bin_dir": "/usr/lib/cni", "conf_dir": "/etc/cni/net.d"},
+                "max_items": 3,
+                "mirrors": ["a", "b"],
+            }
+        },
+    }
+    text = to_toml(config)  # type: ignore[operator]
+    assert tomllib.loads(text) == config
+    assert '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]' in text
+
+
+def test_to_toml_refuses_what_it_cannot_write() -> None:
+    to_toml = _toml_filter()
+    with pytest.raises(TypeError, match="cannot write a set"):
+        to_toml({"a": {1, 2}})  # type: ignore[operator]
