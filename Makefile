@@ -10,12 +10,13 @@ KS     := $(BIN)/kubesmith
 STAMP  := $(VENV)/.installed
 LINT_PATHS := src infra tests bench
 
-.PHONY: help venv lint typecheck test test-fast up lxd bench clean lock
+.PHONY: help venv lint typecheck test test-fast e2e up lxd bench clean lock
 
 help:
 	@echo "make up         create the local cluster (kubesmith up -s local)"
 	@echo "make test       lint, type check and every test tier (installs LXD and the node image)"
 	@echo "make test-fast  lint, type check and the tests that need no LXD"
+	@echo "make e2e        a real cluster on LXD + smoke test (KUBESMITH_ARTIFACTS_DIR=DIR or KUBESMITH_E2E_ONLINE=1)"
 	@echo "make lxd        install/start LXD, create the local stack's bridge and profile, build the node image"
 	@echo "make bench      benchmarks; results in bench/results/"
 	@echo "make lock       refresh constraints.txt from the current venv"
@@ -42,6 +43,12 @@ test-fast: lint typecheck
 
 test: lint typecheck lxd
 	$(BIN)/pytest
+
+# A real cluster on an LXD lab, then the smoke test. Skipped, with the reason printed, unless
+# the Kubernetes binaries are reachable: KUBESMITH_ARTIFACTS_DIR=DIR (a directory filled by
+# `kubesmith artifacts fetch -s local --source release --dest DIR`) or KUBESMITH_E2E_ONLINE=1.
+e2e: $(STAMP)
+	$(BIN)/pytest -m e2e -rs tests/e2e
 
 # Idempotent: installs LXD when missing, starts it without systemd, skips an unchanged image.
 lxd: $(STAMP)

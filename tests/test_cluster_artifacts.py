@@ -317,3 +317,21 @@ def test_artifacts_list_gives_the_size_of_a_verified_cached_copy(
     result = runner.invoke(app, ["artifacts", "list", "-s", stack])
     line = next(x for x in result.output.splitlines() if x.startswith("kubernetes-server"))
     assert line.split("\t")[-1] == "-"
+
+
+def test_artifacts_source_override_lists_every_release_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What to carry to a site that installs releases, from a stack that uses Debian's."""
+    stack = project(tmp_path / "p", monkeypatch)
+    plain = runner.invoke(app, ["artifacts", "list", "-s", stack])
+    released = runner.invoke(app, ["artifacts", "list", "-s", stack, "--source", "release"])
+    names = [
+        [line.split("\t")[0] for line in r.output.splitlines() if "\t" in line][1:]
+        for r in (plain, released)
+    ]
+    assert names[0] == ["kubernetes-server"]
+    assert names[1] == [*versions.components(), "kubernetes-server"]
+    bad = runner.invoke(app, ["artifacts", "list", "-s", stack, "--source", "apt"])
+    assert bad.exit_code == 2
+    assert "--source: must be distro or release, got 'apt'" in bad.output

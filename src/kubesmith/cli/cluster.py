@@ -23,6 +23,7 @@ from kubesmith.provision.admin import admin_kubeconfig
 from kubesmith.provision.pki import _atomic_write
 from kubesmith.provision.recap import Progress, recap_table
 from kubesmith.provision.runner import RunRequest, run_playbook
+from kubesmith.spec import ClusterSpec
 from kubesmith.stackfile import load_spec
 
 artifacts_app = typer.Typer(
@@ -36,6 +37,12 @@ ArchOption = typer.Option(
 StackOrNone = typer.Option(None, "--stack", "-s", help="Stack name (its inventory and PKI).")
 InventoryOrNone = typer.Option(
     None, "--inventory", "-i", help="An inventory file instead of a stack (e.g. a lab's)."
+)
+SourceOverride = typer.Option(
+    None,
+    "--source",
+    help="Take every component from 'release' downloads or 'distro' packages, whatever the "
+    "stack says (e.g. to carry release files for a site that installs them).",
 )
 SMOKE_PLAYBOOK = "smoke.yml"
 
@@ -53,6 +60,16 @@ def _arches(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _spec(stack: str, source: str | None) -> ClusterSpec:
+    spec = load_spec(stack)
+    if source is None:
+        return spec
+    if source not in ("distro", "release"):
+        raise UserError(f"--source: must be distro or release, got {source!r}")
+    artifacts = spec.artifacts.model_copy(update={"source": source, "components": {}})
+    return spec.model_copy(update={"artifacts": artifacts})
+
+
 def _target(stack: str | None, inventory: Path | None) -> targets.Target:
     if (stack is None) == (inventory is None):
         raise UserError("give exactly one of --stack/-s STACK or --inventory FILE")
@@ -67,9 +84,11 @@ def _size(size: int | None) -> str:
 
 
 @artifacts_app.command("list")
-def list_command(stack: str = Stack, arch: list[str] = ArchOption) -> None:
+def list_command(
+    stack: str = Stack, arch: list[str] = ArchOption, source: str | None = SourceOverride
+) -> None:
     """Every release file STACK downloads, with its pinned checksum, and what else it needs."""
-    spec = load_spec(stack)
+    spec = _spec(stack, source)
     downloads = airgap.stack_downloads(spec, targets.artifact_cache_dir(), _arches(arch))
     # One artifact per line, fields tab-separated: easy to read, grep and feed to a script.
     typer.echo("# artifact\tversion\tarch\turl\tchecksum\tsize (bytes, verified copy)")
@@ -89,13 +108,14 @@ def fetch_command(
     dest: Path = typer.Option(..., "--dest", help="Directory for the files (mirror layout)."),
     stack: str = Stack,
     arch: list[str] = ArchOption,
+    source: str | None = SourceOverride,
 ) -> None:
     """Download and verify every release file of STACK into DEST (<host>/<path> under it).
 
     Serve DEST over HTTP inside the air-gapped site and set kubesmith:cluster.artifacts
     .mirrorBaseUrl to its URL.
     """
-    spec = load_spec(stack)
+    spec = _spec(stack, source)
     downloads = airgap.stack_downloads(spec, targets.artifact_cache_dir(), _arches(arch))
     dest = dest.resolve()
     for download in downloads:

@@ -1,0 +1,93 @@
+"""A whole cluster on an LXD lab: provision with the binaries, the smoke test, the admin
+kubeconfig from the controller, and an idempotent re-run. `make e2e` runs this file.
+
+Two shapes: the `local` stack's (one control plane and its workers) and local HA (three
+control planes behind each worker's API proxy, one worker). Release files come from
+KUBESMITH_ARTIFACTS_DIR (served on 127.0.0.1 as the mirror) or, with KUBESMITH_E2E_ONLINE=1,
+from upstream; see conftest.py for when this is skipped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubesmith.local.lab import create_lab, destroy_lab
+from kubesmith.provision import kube_binaries
+from kubesmith.provision.target import artifact_cache_dir
+from tests.clusterlab import serve
+from tests.e2e.conftest import binaries_source
+from tests.integration.conftest import LxdHost, unique_name
+
+REPO = Path(__file__).resolve().parents[2]
+KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
+SHAPES = {"local": None, "ha": (3, 1)}
+
+
+def kubesmith(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [KUBESMITH, *args], capture_output=True, text=True, check=False, timeout=3600
+    )
+    assert result.returncode == 0, f"kubesmith {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(params=sorted(SHAPES))
+def provisioned(
+    request: pytest.FixtureRequest,
+    lxd_ready: LxdHost,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Path, list[str]]]:
+    """A lab of the shape, provisioned with every component from its upstream release."""
+    monkeypatch.setenv("KUBESMITH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBESMITH_PROJECT", str(REPO))
+    shape = SHAPES[request.param]
+    counts = {} if shape is None else {"control_planes": shape[0], "workers": shape[1]}
+    name = unique_name()
+    lab = create_lab(name, stack=lxd_ready.stack, socket=lxd_ready.socket, **counts)
+    source = binaries_source()
+    args = ["provision", "--inventory", str(lab.inventory_path), "--source", "release"]
+    try:
+        if source == "online":
+            yield lab.inventory_path, args
+        else:
+            assert source is not None
+            with serve(Path(source)) as mirror:
+                yield lab.inventory_path, [*args, "--mirror", mirror.url]
+    finally:
+        destroy_lab(name, socket=lxd_ready.socket)
+
+
+def test_cluster_passes_the_smoke_test_and_reruns_clean(
+    provisioned: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    inventory, provision = provisioned
+    first = kubesmith(*provision)
+    assert "hosts provisioned" in first.stdout
+
+    smoke = kubesmith("smoke", "--inventory", str(inventory))
+    assert "the cluster passed the smoke test" in smoke.stdout
+
+    # The admin kubeconfig works from the controller, with the kubectl of the same release.
+    config = tmp_path / "admin.conf"
+    kubesmith("kubeconfig", "--inventory", str(inventory), "-o", str(config))
+    version = yaml.safe_load(inventory.read_text())["all"]["vars"]["kubesmith_kubernetes_version"]
+    kubectl = kube_binaries.plan(version, "amd64", artifact_cache_dir()).bin_dir / "kubectl"
+    nodes = subprocess.run(
+        [str(kubectl), "--kubeconfig", str(config), "get", "nodes", "-o", "name"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    hosts = yaml.safe_load(inventory.read_text())["all"]["hosts"]
+    assert sorted(nodes.stdout.split()) == sorted(f"node/{h}" for h in hosts)
+
+    again = kubesmith(*provision)
+    assert f"{len(hosts)} hosts provisioned, 0 changes" in again.stdout
