@@ -4,6 +4,7 @@ what they write, and the one-line errors for what the user got wrong."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,40 @@ def test_provision_knows_the_kubernetes_tags(stack: str) -> None:
     assert "--tags: unknown tag kublet" in result.output
     for tag in ("api_proxy", "control_plane", "cni", "kubelet", "kube_proxy", "coredns"):
         assert tag in result.output
+
+
+def test_certs_lists_every_certificate_soonest_first(stack: str) -> None:
+    provisioned(stack_dir(stack))
+    result = runner.invoke(app, ["certs", "-s", stack])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    paths = [line.split()[-1] for line in lines]
+    assert "nodes/local-cp-1/apiserver.crt" in paths
+    assert "controller/admin.crt" in paths
+    assert "front-proxy-ca.crt" in paths
+    # Leaves (1 year) come before the CAs (10 years).
+    kinds = [line.split()[2] for line in lines]
+    assert kinds == sorted(kinds, key=lambda k: k == "CA")
+    assert all(int(line.split()[1].rstrip("d")) > 300 for line in lines if " leaf " in line)
+
+
+def test_certs_fails_when_a_leaf_is_inside_the_renewal_window(stack: str) -> None:
+    inventory = write_inventory(stack_dir(stack), local_spec(1, 1))
+    issued = dt.datetime.now(dt.UTC) - dt.timedelta(days=300)
+    pki = KubernetesPki(stack_dir(stack) / "pki", cluster_facts(inventory))
+    pki.ensure(inventory.identities(), now=issued)
+    result = runner.invoke(app, ["certs", "-s", stack])
+    assert result.exit_code == 1
+    assert "renew" in result.output
+    assert "expired or expire within 90 days" in result.output
+    assert "kubesmith provision --tags pki,etcd,control_plane,kubelet,kube_proxy" in result.output
+    # A provisioning run renews them (same keys): then nothing is due.
+    pki.ensure(inventory.identities())
+    assert runner.invoke(app, ["certs", "-s", stack]).exit_code == 0
+
+
+def test_certs_before_provisioning(stack: str) -> None:
+    write_inventory(stack_dir(stack), local_spec(1, 1))
+    result = runner.invoke(app, ["certs", "-s", stack])
+    assert result.exit_code == 2
+    assert "no certificates in" in result.output

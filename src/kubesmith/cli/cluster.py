@@ -1,14 +1,16 @@
-"""`kubesmith artifacts list|fetch`, `kubesmith smoke` and `kubesmith kubeconfig`.
+"""`kubesmith artifacts list|fetch`, `smoke`, `kubeconfig` and `certs`.
 
 - artifacts: every file a stack downloads (URL, pinned checksum, size when the controller has
   a verified copy), and a verified copy of all of them in the mirror layout for air-gapped
   sites;
 - smoke: playbooks/smoke.yml against a provisioned cluster;
-- kubeconfig: the admin kubeconfig (certificates embedded), written 0600.
+- kubeconfig: the admin kubeconfig (certificates embedded), written 0600;
+- certs: when every certificate of the cluster expires.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -16,10 +18,11 @@ import typer
 from kubesmith import versions
 from kubesmith.cli.console import err, out
 from kubesmith.cli.options import Stack
-from kubesmith.errors import UserError
+from kubesmith.errors import KubesmithError, UserError
 from kubesmith.provision import airgap
 from kubesmith.provision import target as targets
 from kubesmith.provision.admin import admin_kubeconfig
+from kubesmith.provision.certs import expiries
 from kubesmith.provision.pki import _atomic_write
 from kubesmith.provision.recap import Progress, recap_table
 from kubesmith.provision.runner import RunRequest, run_playbook
@@ -51,6 +54,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(artifacts_app, name="artifacts")
     app.command("smoke")(smoke)
     app.command("kubeconfig")(kubeconfig)
+    app.command("certs")(certs)
 
 
 def _arches(values: list[str]) -> list[str]:
@@ -162,3 +166,34 @@ def kubeconfig(
     _atomic_write(path, text.encode("utf-8"), 0o600)
     out.print(str(path), highlight=False)
     err.print(f"export KUBECONFIG={path}", highlight=False)
+
+
+def certs(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrNone) -> None:
+    """When the cluster's certificates expire, soonest first; exit 1 when one is due.
+
+    Due: expired, or a leaf certificate with fewer than 90 days left (the window in which
+    `kubesmith provision` reissues it).
+    """
+    target = _target(stack, inventory)
+    now = datetime.now(UTC)
+    found = expiries(target.pki_dir)
+    if not found:
+        raise UserError(
+            f"{target.label}: no certificates in {target.pki_dir}; provision the cluster first"
+        )
+    for entry in found:
+        kind = "CA" if entry.is_ca else "leaf"
+        mark = "  [red]renew[/]" if entry.due(now) else ""
+        out.print(
+            f"{entry.not_after:%Y-%m-%d}  {entry.days_left(now):>5}d  {kind:<4}  "
+            f"{entry.path}{mark}",
+            highlight=False,
+        )
+    due = [e for e in found if e.due(now)]
+    if due:
+        raise KubesmithError(
+            f"{len(due)} certificate(s) of {target.label} expired or expire within 90 days "
+            f"(first: {due[0].path}, {due[0].not_after:%Y-%m-%d})",
+            hint="renew: kubesmith provision --tags pki,etcd,control_plane,kubelet,kube_proxy "
+            "(see docs/runbooks/certificates.md)",
+        )
