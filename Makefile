@@ -34,6 +34,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/yamllint -s .
+	$(BIN)/ruff check playbooks
+	$(BIN)/ruff format --check playbooks
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --offline --profile production playbooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -17,6 +17,7 @@ from kubesmith import versions
 from kubesmith.errors import KubesmithError
 from kubesmith.provision import artifacts, cluster
 from kubesmith.provision.artifacts import Artifact
+from kubesmith.provision.clusterfacts import BINARIES_VAR
 from kubesmith.provision.hostvars import build_extravars, release_needs
 from kubesmith.provision.kube_binaries import ServerTarball
 from kubesmith.provision.pki import PkiReport
@@ -126,8 +127,13 @@ def provision(target: Target, options: Options, on_event: EventHandler | None = 
     releases, arch_of, fetched = fetch_releases(target)
     downloaded: list[Artifact | ServerTarball] = list(fetched)
     extravars = build_extravars(target, pki, releases, arch_of)
-    if options.playbook == SITE_PLAYBOOK and _runs_kubernetes(options.tags):
-        prepared = cluster.prepare(target, arch_of, options.extravars, probe_architectures)
+    if options.playbook == SITE_PLAYBOOK:
+        wanted = dict(options.extravars)
+        if not _runs_kubernetes(options.tags):
+            # The Kubernetes roles' variables are still set (their argument checks always
+            # run), but nothing is downloaded for them.
+            wanted[BINARIES_VAR] = False
+        prepared = cluster.prepare(target, arch_of, wanted, probe_architectures)
         extravars.update(prepared.extravars)
         downloaded += prepared.downloaded
     extravars.update(options.extravars)
