@@ -335,3 +335,43 @@ def test_artifacts_source_override_lists_every_release_file(
     bad = runner.invoke(app, ["artifacts", "list", "-s", stack, "--source", "apt"])
     assert bad.exit_code == 2
     assert "--source: must be distro or release, got 'apt'" in bad.output
+
+
+def with_version(inventory_path: Path, version: str) -> Target:
+    data = yaml.safe_load(inventory_path.read_text())
+    data["all"]["vars"]["kubesmith_kubernetes_version"] = version
+    inventory_path.write_text(yaml.safe_dump(data))
+    return for_inventory(inventory_path, "distro")
+
+
+def test_upgrades_go_one_minor_at_a_time_and_never_back(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "lab", local_spec(1, 0))
+    off = {"kubesmith_kubernetes_binaries": False}
+
+    def prepare(version: str) -> None:
+        cluster.prepare(with_version(inventory.path, version), {}, off, fixed_probe("amd64"))
+
+    prepare("1.33.8")
+    with pytest.raises(KubesmithError, match=r"1.33.8 -> 1.35.1 skips a minor.*pinned 1.34.x"):
+        prepare("1.35.1")
+    prepare("1.34.4")
+    with pytest.raises(KubesmithError, match=r"1.34.4 -> 1.33.8 is a downgrade"):
+        prepare("1.33.8")
+    prepare("1.35.1")
+    assert (tmp_path / "lab" / cluster.VERSION_FILE).read_text() == "1.35.1\n"
+
+
+@pytest.mark.usefixtures("pinned")
+def test_a_failed_download_does_not_record_the_new_version(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path / "lab", local_spec(1, 0))
+    cluster.prepare(
+        with_version(inventory.path, "1.34.4"), {}, {"kubesmith_kubernetes_binaries": False},
+        fixed_probe("amd64"),
+    )  # fmt: skip
+    with serve(tmp_path / "www") as files:
+        target = for_inventory(
+            with_version(inventory.path, "1.35.1").inventory.path, "distro", files.url
+        )
+        with pytest.raises(KubesmithError, match=r"download of kubernetes 1.35.1"):
+            cluster.prepare(target, {}, {}, fixed_probe("amd64"))
+    assert (tmp_path / "lab" / cluster.VERSION_FILE).read_text() == "1.34.4\n"

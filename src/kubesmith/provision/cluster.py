@@ -44,6 +44,9 @@ APISERVER_KUBELET_USER = "kube-apiserver-kubelet-client"
 #: Labels of what kubesmith applies, so `kubectl get -l` finds it.
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "kubesmith"}
 
+#: The Kubernetes version the cluster was last provisioned with (upgrades go one minor at a time).
+VERSION_FILE = "kubernetes-version"
+
 #: Reads the release architecture of hosts (provisioner.probe_architectures).
 Probe = Callable[[Target, Sequence[str]], dict[str, str]]
 
@@ -138,6 +141,44 @@ def _check_extra_args(target: Target, facts: ClusterFacts) -> None:
         raise UserError("; ".join(problems))
 
 
+def _minor_of(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def check_upgrade(target: Target, facts: ClusterFacts) -> None:
+    """Refuse a version change Kubernetes does not support.
+
+    The control plane moves one minor at a time (1.33 -> 1.34 -> 1.35) and never back; a
+    patch release within a minor may go either way. The version is recorded by
+    ``record_version`` once everything the run needs was fetched.
+    """
+    path = target.state_dir / VERSION_FILE
+    wanted = facts.kubernetes_version
+    if path.is_file():
+        current = path.read_text(encoding="ascii").strip()
+        old, new = _minor_of(current), _minor_of(wanted)
+        if new[0] != old[0] or new[1] > old[1] + 1:
+            step = f"{old[0]}.{old[1] + 1}"
+            raise UserError(
+                f"kubesmith:cluster.kubernetesVersion: {current} -> {wanted} skips a minor; "
+                f"Kubernetes upgrades one minor at a time: go to a pinned {step}.x first",
+                hint="see docs/runbooks/upgrade.md",
+            )
+        if new < old:
+            raise UserError(
+                f"kubesmith:cluster.kubernetesVersion: {current} -> {wanted} is a downgrade of "
+                "the control plane, which Kubernetes does not support",
+                hint="restore the etcd snapshot taken before the upgrade instead "
+                "(docs/runbooks/etcd-backup-restore.md)",
+            )
+
+
+def record_version(target: Target, facts: ClusterFacts) -> None:
+    target.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (target.state_dir / VERSION_FILE).write_text(facts.kubernetes_version + "\n", encoding="ascii")
+
+
 def _binaries(
     target: Target,
     arch_of: Mapping[str, str],
@@ -176,6 +217,7 @@ def prepare(
     """
     facts = cluster_facts(target.inventory)
     _check_extra_args(target, facts)
+    check_upgrade(target, facts)
     provider = str(
         extravars.get(PROVIDER_VAR) or target.inventory.all_vars.get(PROVIDER_VAR) or "secretbox"
     )
@@ -197,4 +239,5 @@ def prepare(
         prepared.extravars["kubesmith_kubernetes_files"] = _binaries(
             target, arch_of, probe, facts, prepared
         )
+    record_version(target, facts)
     return prepared
