@@ -8,14 +8,21 @@
 
 `lxd_ready` (session) installs and starts LXD if needed, creates the `local` stack's pool,
 bridge and profile and builds the node image: the same as `make lxd`, so it is quick when that
-ran. It also removes what earlier, interrupted runs left behind: instances of test clusters
-(`t-...`) and networks and profiles labelled ``user.kubesmith.test``.
+ran. It also removes what earlier test sessions that died left behind (see SESSION below),
+never what a session that is still running uses.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
+import ipaddress
+import random
+import re
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +33,7 @@ import pytest
 
 from kubesmith.local import daemon
 from kubesmith.local.connection import connect, is_managed, label, socket_path
-from kubesmith.local.host import init_host
+from kubesmith.local.host import gateway_interface, host_routes, init_host, lxd_networks
 from kubesmith.local.image import build_image
 from kubesmith.local.instances import delete_node, managed_instances
 from kubesmith.local.lab import SSH_USER, Lab, create_lab, destroy_lab
@@ -37,9 +44,18 @@ from kubesmith.spec import ClusterSpec, LxdSpec
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = "local"
-#: Clusters and labs made by tests; anything of theirs still in LXD at start-up is stale.
-TEST_PREFIX = "t-"
 TEST_LABEL = "user.kubesmith.test"
+
+# Several test sessions may share one LXD (engineers and CI on one machine). Every name a
+# session makes embeds its id, and the session holds a lock file while it runs; an object
+# whose session holds no lock is left over from a run that died, and is removed at start-up.
+SESSION = secrets.token_hex(2)
+SESSION_LOCKS = Path(tempfile.gettempdir()) / "kubesmith-test-sessions"
+#: Lab/cluster names `t-SSSSrrrr`, networks and pools `kstSSSSrrrr`, profiles `kst-SSSSrrrr`
+#: and `kubesmith-kstSSSSrrrr` (the profile of a test stack).
+_SESSION_OF = re.compile(r"^(?:t-|kst-?|kubesmith-kst)([0-9a-f]{4})[0-9a-f]{4}(?:-|$)")
+#: Instances named before sessions were recorded: stale once this old.
+_UNRECORDED_AGE = dt.timedelta(hours=1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,8 +65,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def unique_name(prefix: str = TEST_PREFIX) -> str:
-    return f"{prefix}{secrets.token_hex(3)}"
+def unique_name(prefix: str = "t-") -> str:
+    return f"{prefix}{SESSION}{secrets.token_hex(2)}"
+
+
+@contextmanager
+def _session_lock() -> Iterator[None]:
+    SESSION_LOCKS.mkdir(exist_ok=True)
+    path = SESSION_LOCKS / f"{SESSION}.lock"
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _session_alive(session: str) -> bool:
+    path = SESSION_LOCKS / f"{session}.lock"
+    if not path.exists():
+        return False
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _stale(name: str, created_at: str | None = None) -> bool:
+    match = _SESSION_OF.match(name)
+    if match:
+        return not _session_alive(match[1])
+    if created_at is None or not name.startswith("t-"):
+        return False
+    created = dt.datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    return dt.datetime.now(dt.UTC) - created > _UNRECORDED_AGE
 
 
 @dataclass(frozen=True)
@@ -65,32 +116,34 @@ class LxdHost:
 
 
 def remove_stale(client: pylxd.Client) -> list[str]:
+    """Delete what dead test sessions left: instances, then profiles, networks, pools."""
     removed = []
     for instance in managed_instances(client):
-        if (label(instance.config, "cluster") or "").startswith(TEST_PREFIX):
+        cluster = label(instance.config, "cluster") or ""
+        if _stale(cluster, instance.created_at):
             delete_node(client, instance.name)
             removed.append(f"instance {instance.name}")
     for profile in client.profiles.all():
-        if profile.config.get(TEST_LABEL) == "true" or profile.name.startswith("kubesmith-kst"):
+        if _stale(profile.name) and (
+            profile.config.get(TEST_LABEL) == "true" or is_managed(profile.config)
+        ):
             profile.delete()
             removed.append(f"profile {profile.name}")
     for network in client.networks.all():
-        if network.managed and (
-            network.config.get(TEST_LABEL) == "true" or network.name.startswith("kst")
-        ):
+        if network.managed and _stale(network.name):
             network.delete()
             removed.append(f"network {network.name}")
     for pool in client.storage_pools.all():
-        if pool.name.startswith("kst") and is_managed(pool.config):
+        if _stale(pool.name) and is_managed(pool.config):
             pool.delete()
             removed.append(f"storage pool {pool.name}")
     return removed
 
 
 @pytest.fixture(scope="session")
-def lxd_ready(tmp_path_factory: pytest.TempPathFactory) -> LxdHost:
+def lxd_ready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LxdHost]:
     """LXD running with the local stack's pool, bridge, profile and node image; idempotent."""
-    with pytest.MonkeyPatch.context() as patch:
+    with _session_lock(), pytest.MonkeyPatch.context() as patch:
         patch.setenv("KUBESMITH_HOME", str(tmp_path_factory.mktemp("lxd-ready")))
         spec, lxd = load_lxd_spec(STACK, REPO)
         daemon.ensure_packages()
@@ -100,7 +153,8 @@ def lxd_ready(tmp_path_factory: pytest.TempPathFactory) -> LxdHost:
         remove_stale(client)
         init_host(client, STACK, lxd)
         build_image(client, lxd.image)
-    return LxdHost(STACK, spec, lxd, socket)
+        patch.undo()
+        yield LxdHost(STACK, spec, lxd, socket)
 
 
 @dataclass
@@ -167,16 +221,36 @@ class Scratch:
     #: Stacks whose `lxd init` objects (profile, network, pool named after them) go too.
     stacks: list[str] = field(default_factory=list)
 
-    def network(self, gateway: str, **config: str) -> str:
-        """A bridge that is not kubesmith's (no user.kubesmith.managed), e.g. 10.206.0.1/24."""
+    def free_subnet(self) -> ipaddress.IPv4Network:
+        """A random /24 in 10.204.0.0-10.209.255.0 that no LXD network or host route uses.
+
+        Random, so sessions running at the same time rarely pick the same one.
+        """
+        taken = [*lxd_networks(self.client).values(), *(r.network for r in host_routes())]
+        free = [
+            subnet
+            for second in range(204, 210)
+            for subnet in ipaddress.ip_network(f"10.{second}.0.0/16").subnets(new_prefix=24)
+            if not any(subnet.overlaps(other) for other in taken)
+        ]
+        return random.choice(free)
+
+    def network(self, **config: str) -> tuple[str, ipaddress.IPv4Network]:
+        """A bridge on a free subnet that is not kubesmith's (no user.kubesmith.managed)."""
         name = unique_name("kst")
+        subnet = self.free_subnet()
         self.client.networks.create(
             name,
             type="bridge",
-            config={"ipv4.address": gateway, "ipv6.address": "none", TEST_LABEL: "true", **config},
+            config={
+                "ipv4.address": gateway_interface(subnet),
+                "ipv6.address": "none",
+                TEST_LABEL: "true",
+                **config,
+            },
         )
         self.networks.append(name)
-        return name
+        return name, subnet
 
     def profile(self, config: dict[str, str], devices: dict[str, dict[str, str]]) -> str:
         name = unique_name("kst-")

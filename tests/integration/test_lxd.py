@@ -51,7 +51,8 @@ def test_init_prepares_a_new_stack_whose_nodes_then_come_up(
     """A stack LXD has never seen: what `make lxd` does on a fresh machine, then a node."""
     stack = unique_name("kst")  # also the name of its network and pool
     scratch.stacks.append(stack)
-    lxd = {"network": stack, "storagePool": stack, "subnet": "10.204.0.0/24", "cpu": 1}
+    subnet = scratch.free_subnet()
+    lxd = {"network": stack, "storagePool": stack, "subnet": str(subnet), "cpu": 1}
     _stack_file(tmp_path, stack, {**lxd, "memory": "512MiB"})
     monkeypatch.setenv("KUBESMITH_PROJECT", str(tmp_path))
 
@@ -61,12 +62,12 @@ def test_init_prepares_a_new_stack_whose_nodes_then_come_up(
     created = [line for line in result.stdout.splitlines() if line.startswith("created")]
     assert created == [
         f"created storage pool {stack} ({storage_driver()})",
-        f"created network {stack} (10.204.0.0/24, NAT)",
+        f"created network {stack} ({subnet}, NAT)",
         f"created profile kubesmith-{stack}",
     ]
     client = lxd_ready.client()
     network = client.networks.get(stack)
-    assert network.config["ipv4.address"] == "10.204.0.1/24"
+    assert network.config["ipv4.address"] == f"{subnet.network_address + 1}/24"
     assert (network.config["ipv4.nat"], network.config["ipv6.address"]) == ("true", "none")
     for marked in (
         network,
@@ -78,7 +79,7 @@ def test_init_prepares_a_new_stack_whose_nodes_then_come_up(
     made = create_lab(unique_name(), stack=stack, control_planes=1, workers=0)
     try:
         (node,) = made.nodes
-        assert ipaddress.ip_address(node.private_address) in ipaddress.ip_network("10.204.0.0/24")
+        assert ipaddress.ip_address(node.private_address) in subnet
         instance = client.instances.get(node.name)
         assert instance.config["limits.memory"] == "512MiB"
         assert instance.expanded_devices["root"]["pool"] == stack
@@ -89,18 +90,18 @@ def test_init_prepares_a_new_stack_whose_nodes_then_come_up(
 def test_subnet_overlapping_another_network_is_refused_naming_both(
     lxd_ready: LxdHost, scratch: Scratch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    foreign = scratch.network("10.207.0.1/24")  # somebody else's bridge, not kubesmith's
+    foreign, taken = scratch.network()  # somebody else's bridge, not kubesmith's
+    wider = taken.supernet(new_prefix=22)
     wanted = unique_name("kst")
-    _stack_file(tmp_path, "tclash", {"network": wanted, "subnet": "10.207.0.0/16"})
+    _stack_file(tmp_path, "tclash", {"network": wanted, "subnet": str(wider)})
     monkeypatch.setenv("KUBESMITH_PROJECT", str(tmp_path))
 
     result = CliRunner().invoke(app, ["lxd", "init", "-s", "tclash"])
 
     assert result.exit_code == 2
-    assert result.stderr.strip() == (
-        f"error: lxd.subnet 10.207.0.0/16 overlaps LXD network {foreign!r} (10.207.0.0/24); "
-        "pick another lxd.subnet or remove that network"
-    )
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: lxd.subnet")
+    assert f"lxd.subnet {wider} overlaps LXD network {foreign!r} ({taken})" in line
     client = lxd_ready.client()
     assert not client.networks.exists(wanted)
     assert not client.profiles.exists(profile_name("tclash"))
@@ -109,11 +110,11 @@ def test_subnet_overlapping_another_network_is_refused_naming_both(
 def test_a_network_kubesmith_did_not_create_is_never_taken_over(
     lxd_ready: LxdHost, scratch: Scratch
 ) -> None:
-    foreign = scratch.network("10.208.0.1/24")
+    foreign, subnet = scratch.network()
     client = lxd_ready.client()
     before = client.networks.get(foreign).config
     with pytest.raises(UserError, match=f"LXD network {foreign!r} exists and was not created"):
-        init_host(client, "tforeign", LxdSpec(network=foreign, subnet="10.208.0.0/24"))
+        init_host(client, "tforeign", LxdSpec(network=foreign, subnet=str(subnet)))
     assert client.networks.get(foreign).config == before
     assert not client.profiles.exists(profile_name("tforeign"))
 
@@ -123,7 +124,7 @@ def test_a_node_that_gets_no_address_times_out_naming_it(
 ) -> None:
     client = lxd_ready.client()
     stack_profile = client.profiles.get(profile_name(lxd_ready.stack))
-    silent = scratch.network("10.206.0.1/24", **{"ipv4.dhcp": "false"})
+    silent, _ = scratch.network(**{"ipv4.dhcp": "false"})
     profile = scratch.profile(
         {k: v for k, v in stack_profile.config.items() if not k.startswith("user.")},
         {**stack_profile.devices, "eth0": {"type": "nic", "name": "eth0", "network": silent}},

@@ -77,7 +77,7 @@ def test_a_failed_create_leaves_nothing_behind(
 ) -> None:
     client = lxd_ready.client()
     stack_profile = client.profiles.get(f"kubesmith-{lxd_ready.stack}")
-    silent = scratch.network("10.209.0.1/24", **{"ipv4.dhcp": "false"})
+    silent, _ = scratch.network(**{"ipv4.dhcp": "false"})
     profile = scratch.profile(
         {k: v for k, v in stack_profile.config.items() if not k.startswith("user.")},
         {**stack_profile.devices, "eth0": {"type": "nic", "name": "eth0", "network": silent}},

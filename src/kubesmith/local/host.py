@@ -179,7 +179,8 @@ def _ipv4_network(config: Mapping[str, Any]) -> ipaddress.IPv4Network | None:
     return ipaddress.IPv4Interface(address).network
 
 
-def _lxd_networks(client: pylxd.Client) -> dict[str, ipaddress.IPv4Network]:
+def lxd_networks(client: pylxd.Client) -> dict[str, ipaddress.IPv4Network]:
+    """The IPv4 subnets of the networks LXD manages, by name."""
     found = {}
     for network in client.networks.all():
         if network.managed:
@@ -189,7 +190,8 @@ def _lxd_networks(client: pylxd.Client) -> dict[str, ipaddress.IPv4Network]:
     return found
 
 
-def _host_routes() -> list[HostRoute]:
+def host_routes() -> list[HostRoute]:
+    """This machine's routes (a bridge LXD manages shows up here as well)."""
     path = Path("/proc/net/route")
     return parse_proc_route(path.read_text(encoding="utf-8")) if path.exists() else []
 
@@ -212,7 +214,7 @@ def _check_network(client: pylxd.Client, spec: LxdSpec) -> bool:
                 f"{_ipv4_network(network.config)}, not {wanted}; set lxd.subnet back or "
                 f"remove the network (lxc network delete {spec.network}) once no node uses it"
             )
-    problems += subnet_problems(wanted, spec.network, _lxd_networks(client), _host_routes())
+    problems += subnet_problems(wanted, spec.network, lxd_networks(client), host_routes())
     if problems:
         raise UserError("; ".join(problems))
     return exists
