@@ -22,6 +22,8 @@ REQUIRED_TOOLS = {
     "lxc": "lxd-client",
     "iptables": "iptables",
     "debootstrap": "debootstrap",
+    # Ansible reaches lab and stack nodes over OpenSSH.
+    "ssh": "openssh-client",
 }
 #: LXD's btrfs driver needs the btrfs tools on the host.
 BTRFS_TOOLS = {"mkfs.btrfs": "btrfs-progs"}
@@ -59,7 +61,7 @@ def _run(command: Sequence[str], what: str) -> None:
 
 
 def ensure_packages() -> list[str]:
-    """Install what is missing of LXD, iptables, debootstrap (and btrfs-progs where usable)."""
+    """Install what is missing of REQUIRED_TOOLS (and btrfs-progs where usable)."""
     packages = missing_packages()
     if not packages:
         return []
