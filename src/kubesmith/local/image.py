@@ -30,6 +30,7 @@ from pylxd.exceptions import NotFound
 
 from kubesmith.errors import KubesmithError, ToolMissingError, UserError
 from kubesmith.local.aptsources import archive_mirror, image_sources, render_deb822
+from kubesmith.local.daemon import has_tool
 from kubesmith.paths import state_dir
 
 RELEASE = "bookworm"
@@ -290,12 +291,10 @@ def build_image(
     alias: str,
     *,
     force: bool = False,
-    recipe: Recipe | None = None,
-    work_root: Path | None = None,
 ) -> BuildResult:
     """Build and import the node image under ``alias`` unless an identical one is there."""
     started = time.monotonic()
-    recipe = recipe or make_recipe()
+    recipe = make_recipe()
     input_hash = recipe.input_hash()
     with _build_lock():
         previous = find_image(client, alias)
@@ -309,19 +308,19 @@ def build_image(
             )
         if os.geteuid() != 0:
             raise KubesmithError("building the node image needs root (debootstrap, chroot)")
-        if shutil.which("debootstrap", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        if not has_tool("debootstrap"):
             raise ToolMissingError(
                 "debootstrap is not installed", hint="run: kubesmith lxd init (installs it)"
             )
-        work = (work_root or state_dir() / "image-build") / input_hash[:16]
+        work = state_dir() / "image-build" / input_hash[:16]
         shutil.rmtree(work, ignore_errors=True)
         rootfs = work / "rootfs"
         rootfs.mkdir(parents=True)
         log = work / "build.log"
+        tarball = work / "rootfs.tar"
         try:
             _debootstrap(recipe, rootfs, log)
             _customise(recipe, rootfs, log)
-            tarball = work / "rootfs.tar"
             # Uncompressed: LXD unpacks plain tar, and gzip would cost more than the upload.
             _run(
                 ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."],
@@ -330,8 +329,10 @@ def build_image(
             )
             fingerprint = _import(client, alias, _metadata(recipe, input_hash), tarball, previous)
         except BaseException:
+            # Keep only the log for the error's hint.
             _unmount_below(rootfs)
             shutil.rmtree(rootfs, ignore_errors=True)
+            tarball.unlink(missing_ok=True)
             raise
         shutil.rmtree(work, ignore_errors=True)
     return BuildResult(alias, fingerprint, input_hash, True, time.monotonic() - started)
