@@ -1,0 +1,491 @@
+"""Provisioning on a real 3-node LXD lab: runtime, TLS etcd, idempotence, failures, backups.
+
+The tests run in file order on one lab (module scope), each building on the state the
+previous one left, as an operator would: a release run that must fail closed, a run killed
+midway, the converging run, checks, the idempotent re-run, member outage, snapshot/restore,
+member replacement, then bad inventories. The etcd commands are the runbooks' commands
+(docs/runbooks/), run over SSH on the nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubesmith import versions
+from kubesmith.local.lab import create_lab, destroy_lab
+from tests.integration.conftest import LxdHost, unique_name
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+#: The CLI installed beside the interpreter running the tests (the project's venv).
+KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
+
+
+@dataclass(frozen=True)
+class LabNodes:
+    """A lab's inventory, read the way a person would use it: ssh as in the runbooks."""
+
+    inventory: Path
+
+    @property
+    def data(self) -> dict[str, object]:
+        loaded = yaml.safe_load(self.inventory.read_text(encoding="utf-8"))
+        assert isinstance(loaded, dict)
+        return loaded
+
+    @property
+    def hosts(self) -> dict[str, dict[str, str]]:
+        hosts = self.data["all"]["hosts"]  # type: ignore[index]
+        assert isinstance(hosts, dict)
+        return hosts
+
+    def ip(self, host: str) -> str:
+        return self.hosts[host]["kubesmith_node_ip"]
+
+    def ssh_args(self) -> list[str]:
+        variables = self.data["all"]["vars"]  # type: ignore[index]
+        assert isinstance(variables, dict)
+        args = ["ssh", "-i", variables["ansible_ssh_private_key_file"], "-o", "BatchMode=yes"]
+        args += str(variables["ansible_ssh_common_args"]).split()
+        return args
+
+    def run(
+        self, host: str, command: str, *, check: bool = True, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a shell command line on ``host`` as root over SSH."""
+        result = subprocess.run(
+            [*self.ssh_args(), f"root@{self.ip(host)}", command],
+            input=stdin.decode("latin-1") if stdin is not None else None,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{host}: {command!r} exited {result.returncode}: {result.stderr.strip()}"
+            )
+        return result
+
+    def copy_to(self, host: str, local: Path, remote: str) -> None:
+        with local.open("rb") as data:
+            subprocess.run(
+                [*self.ssh_args(), f"root@{self.ip(host)}", f"cat > {remote}"],
+                stdin=data,
+                check=True,
+                timeout=120,
+            )
+
+
+def kubesmith(
+    *args: str, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI, as the runbooks do."""
+    result = subprocess.run(
+        [KUBESMITH, *args], capture_output=True, text=True, check=False, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"kubesmith {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def _libraries(binary: str) -> list[str]:
+    """The shared objects ``binary`` loads, from ldd (loader included)."""
+    output = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    found = re.findall(r"(/\S+\.so[.\d]*)", output)
+    return sorted(set(found))
+
+
+def build_image_archive(path: Path, reference: str) -> None:
+    """A docker-archive image holding only /bin/sh (the controller's dash) and its libraries.
+
+    No registry is reachable here; `ctr image import` takes this archive as it is.
+    """
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        seen_dirs: set[str] = set()
+        for source, name in [
+            ("/bin/dash", "bin/sh"),
+            *((p, p.lstrip("/")) for p in _libraries("/bin/dash")),
+        ]:
+            parts = Path(name).parts[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in seen_dirs:
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                    seen_dirs.add(directory)
+            data = Path(source).resolve().read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    layer_bytes = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh", "-c", "echo hello"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": [reference], "Layers": ["layer.tar"]}]
+    ).encode()
+    with tarfile.open(path, mode="w") as tar:
+        for name, data in (
+            ("layer.tar", layer_bytes),
+            (config_name, config),
+            ("manifest.json", manifest),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+#: A test cluster's name: the shared fixtures remove any a dead test session left behind.
+LAB = unique_name()
+CP1, CP2, CP3 = (f"{LAB}-cp-{n}" for n in (1, 2, 3))
+#: The base of the cluster this issue provides; runs limited to it need nothing downloaded.
+TAGS = "prep,pki,runtime,etcd"
+
+
+@pytest.fixture(scope="module")
+def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabNodes]:
+    home = tmp_path_factory.mktemp("provision-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBESMITH_HOME", str(home))
+        patch.setenv("KUBESMITH_PROJECT", str(REPO))
+        created = create_lab(
+            LAB, stack=lxd_ready.stack, control_planes=3, workers=0, socket=lxd_ready.socket
+        )
+        try:
+            yield LabNodes(created.inventory_path)
+        finally:
+            destroy_lab(LAB, socket=lxd_ready.socket)
+
+
+@pytest.fixture(autouse=True)
+def lab_home(lab: LabNodes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and the CLI it starts) sees the lab's state directory."""
+    monkeypatch.setenv("KUBESMITH_HOME", str(lab.inventory.parents[2]))
+    monkeypatch.setenv("KUBESMITH_PROJECT", str(REPO))
+
+
+def etcdctl(
+    lab: LabNodes, host: str, args: str, *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return lab.run(host, f"kubesmith-etcdctl {args}", check=check)
+
+
+def healthy(result: subprocess.CompletedProcess[str]) -> int:
+    """Members `endpoint health` reports healthy (etcdctl prints the report on stderr)."""
+    return (result.stdout + result.stderr).count("is healthy")
+
+
+# --- fail closed before touching nodes ----------------------------------------------------
+
+
+def test_wrong_release_checksum_fails_before_any_node_changes(
+    lab: LabNodes, tmp_path: Path
+) -> None:
+    # A mirror that serves a file of the right name but the wrong content for every component.
+    root = tmp_path / "mirror"
+    for component in versions.components().values():
+        relative = component.url("amd64", "http://x").removeprefix("http://x/")
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"not the release")
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        result = kubesmith(
+            "provision",
+            "-i",
+            str(lab.inventory),
+            "--tags",
+            TAGS,
+            "--source",
+            "release",
+            "--mirror",
+            f"http://127.0.0.1:{httpd.server_address[1]}",
+            check=False,
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.returncode == 1
+    wrong = hashlib.sha256(b"not the release").hexdigest()
+    assert f"sha256 {wrong} does not match" in result.stderr
+    assert "nothing was installed" in result.stderr
+    for host in (CP1, CP2, CP3):
+        untouched = lab.run(host, "ls /etc/kubernetes /opt/kubesmith /etc/etcd 2>&1 || true")
+        assert untouched.stdout.count("No such file or directory") == 3, untouched.stdout
+
+
+# --- a killed run, then convergence -------------------------------------------------------
+
+
+def _events_started(artifacts: Path, task: str) -> bool:
+    for events in artifacts.glob("*/job_events/*.json"):
+        try:
+            event = json.loads(events.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (
+            event.get("event") == "runner_on_start"
+            and event.get("event_data", {}).get("task") == task
+        ):
+            return True
+    return False
+
+
+def test_run_killed_midway_converges_on_rerun(lab: LabNodes) -> None:
+    artifacts = lab.inventory.parent / "ansible" / "artifacts"
+    before = set(artifacts.glob("*")) if artifacts.exists() else set()
+    process = subprocess.Popen(
+        [KUBESMITH, "provision", "-i", str(lab.inventory), "--tags", TAGS],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            new = [p for p in artifacts.glob("*") if p not in before] if artifacts.exists() else []
+            if new and _events_started(artifacts, "Node prep | install packages"):
+                break
+            time.sleep(0.5)
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(4)  # into the package installation
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    result = kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS)
+    assert "failed" not in result.stderr.lower()
+    for host in (CP1, CP2, CP3):
+        assert lab.run(host, "dpkg --audit").stdout == ""
+        assert lab.run(host, "systemctl is-active containerd etcd").stdout.split() == [
+            "active",
+            "active",
+        ]
+
+
+# --- what the run built -------------------------------------------------------------------
+
+
+def test_containerd_runs_a_locally_built_image_with_a_cpu_limit(
+    lab: LabNodes, tmp_path: Path
+) -> None:
+    image = tmp_path / "hello.tar"
+    build_image_archive(image, "kubesmith.test/hello:1")
+    lab.copy_to(CP2, image, "/tmp/hello.tar")
+    lab.run(CP2, "ctr -n kubesmith-test image import /tmp/hello.tar")
+    # --cpus needs the cgroup v1 cpu controller mounted where runc looks (the LXD fix).
+    ran = lab.run(
+        CP2,
+        "ctr -n kubesmith-test run --rm --cpus 0.5 kubesmith.test/hello:1 hello-1 "
+        "/bin/sh -c 'echo hello from a container'",
+    )
+    assert ran.stdout.strip() == "hello from a container"
+    config = lab.run(CP2, "containerd config dump").stdout
+    assert "SystemdCgroup = true" in config
+    assert 'sandbox_image = "' + versions.sandbox_image() + '"' in config
+    assert re.search(
+        r"io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok", lab.run(CP2, "ctr plugins ls").stdout
+    )
+
+
+def test_etcd_has_three_healthy_members_over_tls(lab: LabNodes) -> None:
+    members = json.loads(etcdctl(lab, CP1, "member list --write-out=json").stdout)["members"]
+    assert sorted(m["name"] for m in members) == [CP1, CP2, CP3]
+    for member in members:
+        ip = lab.ip(member["name"])
+        assert member["clientURLs"] == [f"https://{ip}:2379"]
+        assert member["peerURLs"] == [f"https://{ip}:2380"]
+    health = etcdctl(lab, CP1, "endpoint health --cluster")
+    assert healthy(health) == 3, health.stdout + health.stderr
+
+
+def test_etcd_refuses_clients_without_a_certificate_and_plain_http(lab: LabNodes) -> None:
+    ip = lab.ip(CP1)
+    # The member's own CA, but no client certificate: the TLS handshake must be refused.
+    no_cert = lab.run(
+        CP3,
+        f"etcdctl --endpoints=https://{ip}:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt "
+        "--dial-timeout=3s endpoint health",
+        check=False,
+    )
+    assert no_cert.returncode != 0
+    assert healthy(no_cert) == 0
+    # From the controller: plain HTTP gets no etcd answer, TLS without a certificate fails.
+    with socket.create_connection((ip, 2379), timeout=5) as plain:
+        plain.sendall(b"GET /health HTTP/1.1\r\nHost: etcd\r\n\r\n")
+        reply = plain.recv(4096)
+    assert b'"health"' not in reply
+    assert not reply.startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        _tls_request_without_certificate(context, ip)
+
+
+def _tls_request_without_certificate(context: ssl.SSLContext, ip: str) -> None:
+    """A TLS request with no client certificate; raises when the server refuses it."""
+    with (
+        socket.create_connection((ip, 2379), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        tls.sendall(b"GET /health HTTP/1.1\r\nHost: etcd\r\n\r\n")
+        if not tls.recv(4096):
+            raise ConnectionResetError("closed without an answer")
+
+
+def test_second_run_changes_nothing_and_leaks_no_key(lab: LabNodes) -> None:
+    result = kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS)
+    for host in (CP1, CP2, CP3):
+        row = next(line for line in result.stdout.splitlines() if host in line)
+        counts = [int(n) for n in re.findall(r"\b\d+\b", row.split(host, 1)[1])]
+        ok, changed, failed, unreachable = counts[:4]
+        assert (changed, failed, unreachable) == (0, 0, 0), row
+        assert ok > 0
+    # Nothing anywhere in the run data (events, stdout, extra vars) holds key material.
+    run_data = lab.inventory.parent / "ansible"
+    leaked = [p for p in run_data.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+    assert leaked == []
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+    modes = lab.run(
+        CP1, "stat -c '%a %n' /etc/kubernetes/pki/*.key /etc/kubernetes/pki/etcd/*.key"
+    ).stdout
+    assert modes.split("\n")[0]
+    assert all(line.startswith("600 ") for line in modes.strip().splitlines()), modes
+    assert "etcd/ca.key" not in modes
+    for unit in (
+        "etcd.service",
+        "kubesmith-etcd-snapshot.service",
+        "kubesmith-etcd-snapshot.timer",
+    ):
+        lab.run(CP1, f"systemd-analyze verify /etc/systemd/system/{unit}")
+
+
+# --- etcd operations (docs/runbooks) ------------------------------------------------------
+
+
+def test_writes_succeed_with_a_member_down_and_it_rejoins(lab: LabNodes) -> None:
+    lab.run(CP3, "systemctl stop etcd")
+    try:
+        etcdctl(lab, CP1, "put /kubesmith-test/while-down yes")
+        assert (
+            "yes" in etcdctl(lab, CP2, "get /kubesmith-test/while-down --print-value-only").stdout
+        )
+    finally:
+        lab.run(CP3, "systemctl start etcd")
+    deadline = time.monotonic() + 60
+    while etcdctl(lab, CP3, "endpoint health", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "member did not come back"
+        time.sleep(1)
+    # The rejoined member caught up with the write it missed (a local, serializable read).
+    value = etcdctl(lab, CP3, "get /kubesmith-test/while-down --print-value-only --consistency=s")
+    assert value.stdout.strip() == "yes"
+
+
+def test_snapshot_wipe_restore_brings_every_key_back(lab: LabNodes, tmp_path: Path) -> None:
+    keys = {f"/kubesmith-test/key-{n}": f"value-{n}" for n in range(20)}
+    for key, value in keys.items():
+        etcdctl(lab, CP1, f"put {key} {value}")
+    # Runbook: take a snapshot and copy it to this machine.
+    taken = kubesmith("etcd", "snapshot", "-i", str(lab.inventory), "--dest", str(tmp_path))
+    snapshot = Path(taken.stdout.strip().splitlines()[-1].removeprefix("snapshot: "))
+    assert snapshot.is_file()
+    assert snapshot.stat().st_mode & 0o777 == 0o600
+    # Wipe: every test key deleted, and a key written after the snapshot.
+    etcdctl(lab, CP1, "del --prefix /kubesmith-test/")
+    etcdctl(lab, CP1, "put /kubesmith-test/after-snapshot gone-after-restore")
+    # Runbook: restore every member from it.
+    kubesmith("etcd", "restore", "-i", str(lab.inventory), "--snapshot", str(snapshot))
+    for key, value in keys.items():
+        assert etcdctl(lab, CP2, f"get {key} --print-value-only").stdout.strip() == value
+    assert etcdctl(lab, CP2, "get /kubesmith-test/after-snapshot --print-value-only").stdout == ""
+    assert healthy(etcdctl(lab, CP1, "endpoint health --cluster")) == 3
+    assert lab.run(CP1, "ls -d /var/lib/etcd.before-restore-*").stdout.strip()
+
+
+def test_replacing_a_failed_member(lab: LabNodes) -> None:
+    # The failure: cp-3 loses its data directory.
+    lab.run(CP3, "systemctl stop etcd && rm -rf /var/lib/etcd")
+    # Runbook: remove the dead member from a healthy one, then provision etcd again.
+    members = json.loads(etcdctl(lab, CP1, "member list --write-out=json").stdout)["members"]
+    dead = next(m for m in members if m["name"] == CP3)
+    etcdctl(lab, CP1, f"member remove {dead['ID']:x}")
+    kubesmith("provision", "-i", str(lab.inventory), "--tags", "etcd")
+    members = json.loads(etcdctl(lab, CP1, "member list --write-out=json").stdout)["members"]
+    assert sorted(m["name"] for m in members) == [CP1, CP2, CP3]
+    assert next(m for m in members if m["name"] == CP3)["ID"] != dead["ID"]
+    assert healthy(etcdctl(lab, CP1, "endpoint health --cluster")) == 3
+    value = etcdctl(lab, CP3, "get /kubesmith-test/key-7 --print-value-only --consistency=s")
+    assert value.stdout.strip() == "value-7"
+
+
+# --- bad inventories ----------------------------------------------------------------------
+
+
+def _variant(lab: LabNodes, tmp_path: Path, edit: object) -> Path:
+    data = lab.data
+    assert callable(edit)
+    edit(data)
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_unreachable_host_fails_naming_it(lab: LabNodes, tmp_path: Path) -> None:
+    def unreachable(data: dict) -> None:  # type: ignore[type-arg]
+        data["all"]["hosts"][CP2]["ansible_port"] = 1  # nothing listens there
+
+    path = _variant(lab, tmp_path, unreachable)
+    result = kubesmith("provision", "-i", str(path), "--tags", "prep", check=False)
+    assert result.returncode == 1
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1
+    assert f"{CP2}: unreachable" in error[0]
+
+
+def test_missing_group_fails_before_contacting_anyone(lab: LabNodes, tmp_path: Path) -> None:
+    def no_etcd(data: dict) -> None:  # type: ignore[type-arg]
+        del data["all"]["children"]["etcd"]
+
+    path = _variant(lab, tmp_path, no_etcd)
+    result = kubesmith("provision", "-i", str(path), "--tags", TAGS, check=False)
+    assert result.returncode == 2
+    needs = "kubesmith needs etcd, kube_control_plane, kube_node, k8s_cluster"
+    assert result.stderr.strip() == f"error: {path}: missing group 'etcd' ({needs})"
+    assert not (tmp_path / "ansible").exists()
