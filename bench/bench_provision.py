@@ -79,9 +79,10 @@ def run() -> list[dict[str, object]]:
             ratio = cold[5] / cold[3]
             rows.append(
                 {
-                    "case": "cold 5 / cold 3",
-                    "seconds": round(ratio, 2),
-                    "target": 1.3,
+                    "case": "cold 5 nodes vs 3",
+                    "seconds": round(cold[5], 1),
+                    "ratio": round(ratio, 2),
+                    "target": "ratio <= 1.3",
                     "met": ratio <= 1.3,
                 }
             )
