@@ -55,6 +55,19 @@ TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
 LISTENER = "aws:lb/listener:Listener"
 TARGET_ATTACHMENT = "aws:lb/targetGroupAttachment:TargetGroupAttachment"
 AWS_PROVIDER = "pulumi:providers:aws"
+CLUSTER = "kubesmith:cluster:Cluster"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+def mock_kubeconfig(stack: str) -> str:
+    """Stands in for the admin kubeconfig: under mocks the Provisioning resource never runs,
+    so no PKI exists to read one from. Distinct per stack so tests can trace where it went."""
+    return f"apiVersion: v1\nkind: Config\ncurrent-context: mock-{stack}\n"
+
+
+def mock_program() -> None:
+    kubesmith_program.main(read_kubeconfig=mock_kubeconfig)
+
 
 #: AWS id prefixes, so ids in assertions and failure messages read like the real ones.
 _ID_PREFIXES = {
@@ -273,7 +286,7 @@ def run_program(
     stack: str,
     config: Mapping[str, Any] | None = None,
     *,
-    program: Callable[[], None] = kubesmith_program.main,
+    program: Callable[[], None] = mock_program,
     mocks: KubesmithMocks | None = None,
     project: str = "kubesmith",
 ) -> ProgramRun:

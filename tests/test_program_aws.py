@@ -256,7 +256,9 @@ def test_every_resource_hangs_under_a_kubesmith_component(
 ) -> None:
     run = runs[stack]
     (top,) = [r for r in run.resources if r.parent_type == STACK_TYPE]
-    assert top.type == "kubesmith:aws:NodePool"
+    assert top.type == "kubesmith:cluster:Cluster"
+    (pool,) = run.of_type("kubesmith:aws:NodePool")
+    assert pool.parent_type == "kubesmith:cluster:Cluster"
     others = [r for r in run.resources if r is not top]
     assert len(others) > 10
     for resource in others:

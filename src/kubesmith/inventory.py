@@ -84,8 +84,10 @@ def build_inventory(
             f"-o UserKnownHostsFile={known_hosts_file} -o StrictHostKeyChecking=accept-new"
         )
 
+    # Empty mappings, never nulls: Pulumi drops None values when it serialises resource
+    # inputs, which would empty every group on its way to the Provisioning resource.
     def group(members: Sequence[Node]) -> dict[str, Any]:
-        return {"hosts": {n.name: None for n in members}}
+        return {"hosts": {n.name: {} for n in members}}
 
     return {
         "all": {
@@ -95,7 +97,7 @@ def build_inventory(
                 "etcd": group(planes),
                 "kube_control_plane": group(planes),
                 "kube_node": group(schedulable),
-                "k8s_cluster": {"children": {"kube_control_plane": None, "kube_node": None}},
+                "k8s_cluster": {"children": {"kube_control_plane": {}, "kube_node": {}}},
             },
         }
     }
