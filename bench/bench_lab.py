@@ -22,7 +22,8 @@ from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.local.stackspec import load_lxd_spec
 
 REPO = Path(__file__).resolve().parents[1]
-STACK = "local"
+#: The stack whose settings labs copy; another one (and KUBESMITH_PROJECT) to compare setups.
+STACK = os.environ.get("KUBESMITH_BENCH_STACK", "local")
 SIZES = (1, 3, 6)
 
 
@@ -30,6 +31,7 @@ def _prepare() -> str:
     """Make sure the stack's LXD objects and image exist; returns the pool's storage driver."""
     _, lxd = load_lxd_spec(STACK)
     daemon.ensure_daemon(socket_path())
+    daemon.raise_kernel_limits()
     client = connect()
     init_host(client, STACK, lxd)
     build_image(client, lxd.image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from kubesmith.local.daemon import raise_kernel_limits
 from kubesmith.local.host import (
     KUBERNETES_MODULES,
     HostRoute,
@@ -118,3 +119,18 @@ def test_profile_makes_nodes_able_to_run_kubernetes() -> None:
 
 def test_no_kernel_modules_key_when_none_can_be_loaded() -> None:
     assert "linux.kernel_modules" not in profile_config(LxdSpec(), [])
+
+
+def test_low_inotify_limits_are_raised_and_high_ones_kept(tmp_path: Path) -> None:
+    (tmp_path / "fs" / "inotify").mkdir(parents=True)
+    instances = tmp_path / "fs" / "inotify" / "max_user_instances"
+    watches = tmp_path / "fs" / "inotify" / "max_user_watches"
+    instances.write_text("128\n", encoding="utf-8")
+    watches.write_text("4194304\n", encoding="utf-8")
+
+    changed = raise_kernel_limits(tmp_path)
+
+    assert changed == ["raised fs.inotify.max_user_instances from 128 to 1048576"]
+    assert instances.read_text(encoding="utf-8").strip() == "1048576"
+    assert watches.read_text(encoding="utf-8").strip() == "4194304"
+    assert raise_kernel_limits(tmp_path) == []

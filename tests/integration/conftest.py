@@ -149,6 +149,7 @@ def lxd_ready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LxdHost]:
         daemon.ensure_packages()
         socket = socket_path()
         daemon.ensure_daemon(socket)
+        daemon.raise_kernel_limits()
         client = connect(socket)
         remove_stale(client)
         init_host(client, STACK, lxd)

@@ -29,5 +29,7 @@ def init(stack: str = LocalStack) -> None:
     socket = socket_path()
     if daemon.ensure_daemon(socket):
         err.print(f"started LXD (log: {daemon.log_file()})")
+    for line in daemon.raise_kernel_limits():
+        out.print(line)
     for line in host.init_host(connect(socket), stack, lxd):
         out.print(line)

@@ -27,6 +27,14 @@ REQUIRED_TOOLS = {
 }
 #: LXD's btrfs driver needs the btrfs tools on the host.
 BTRFS_TOOLS = {"mkfs.btrfs": "btrfs-progs"}
+#: Host limits LXD's production setup raises. Nodes are privileged, so every node's systemd,
+#: journald and networkd draw inotify instances from host root's one budget: the default 128
+#: runs out at about 25 nodes, and the next node's systemd exits at boot ("Too many open
+#: files"), leaving a stopped node with no address.
+KERNEL_LIMITS = {
+    "fs/inotify/max_user_instances": 1048576,
+    "fs/inotify/max_user_watches": 1048576,
+}
 READY_TIMEOUT_S = 120
 #: Commands in /usr/sbin are not on a non-login root PATH everywhere.
 _SEARCH_PATH = os.pathsep.join(
@@ -77,6 +85,30 @@ def ensure_packages() -> list[str]:
     _run(["apt-get", "update"], "apt-get update")
     _run(["apt-get", "install", "-y", *packages], f"apt-get install {' '.join(packages)}")
     return packages
+
+
+def raise_kernel_limits(proc_sys: Path = Path("/proc/sys")) -> list[str]:
+    """Raise KERNEL_LIMITS that are lower (never lowers one); returns what changed.
+
+    Runtime values only: `kubesmith lxd init` (and so `make lxd`) applies them on every run.
+    """
+    changed = []
+    for key, wanted in KERNEL_LIMITS.items():
+        path = proc_sys / key
+        current = int(path.read_text(encoding="utf-8"))
+        if current >= wanted:
+            continue
+        name = key.replace("/", ".")
+        try:
+            path.write_text(f"{wanted}\n", encoding="utf-8")
+        except OSError as exc:
+            raise KubesmithError(
+                f"{name} is {current}, too low for more than a few nodes, and raising it "
+                f"failed ({exc.strerror})",
+                hint=f"run as root: sysctl -w {name}={wanted}",
+            ) from None
+        changed.append(f"raised {name} from {current} to {wanted}")
+    return changed
 
 
 def log_file() -> Path:
