@@ -4,8 +4,12 @@ ranges, flag checks, kubeconfigs, the bootstrap RBAC and the CoreDNS manifests."
 from __future__ import annotations
 
 import base64
+import getpass
+import grp
 import importlib.util
 import ipaddress
+import os
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -243,3 +247,43 @@ def test_coredns_comes_from_the_template_engine_with_the_cluster_dns(tmp_path: P
         for o in objects
         if o["kind"] not in ("ClusterRole", "ClusterRoleBinding")
     )
+
+
+def test_probe_and_stale_files_agree_on_real_files(tmp_path: Path) -> None:
+    """The roles write a file only when the probe's line for it differs from the wanted one."""
+    plugin = filters()
+    same, changed, loose = tmp_path / "same", tmp_path / "changed", tmp_path / "loose"
+    wanted = [
+        {"dest": str(path), "content": "kind: Config\n", "mode": "0600"}
+        for path in (same, changed, loose, tmp_path / "missing")
+    ]
+    for path in (same, changed, loose):
+        path.write_text("kind: Config\n" if path != changed else "kind: Other\n")
+        path.chmod(0o600 if path != loose else 0o644)
+    probe = (
+        subprocess.run(
+            ["bash", "-c", plugin.files_probe([w["dest"] for w in wanted])],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.replace(f" {getpass.getuser()} ", " root ")
+        .replace(f" {grp.getgrgid(os.getgid()).gr_name}\n", " root\n")
+    )
+    stale = plugin.stale_files(wanted, probe.splitlines())
+    assert [Path(s["dest"]).name for s in stale] == ["changed", "loose", "missing"]
+
+
+def test_kubeconfig_files_name_the_certificates() -> None:
+    (entry,) = filters().kubeconfig_files(
+        [{"file": "kubelet.conf", "user": "system:node:n1", "cert": "kubelet-client"}],
+        "https://127.0.0.1:6443",
+        "c",
+        "/etc/kubernetes/pki",
+        "/etc/kubernetes",
+    )
+    assert entry["dest"] == "/etc/kubernetes/kubelet.conf"
+    assert entry["mode"] == "0600"
+    config = yaml.safe_load(entry["content"])
+    assert config["users"][0]["user"]["client-key"] == "/etc/kubernetes/pki/kubelet-client.key"
+    assert config["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"

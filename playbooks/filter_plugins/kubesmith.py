@@ -7,13 +7,21 @@
   quotes double-quoted);
 - ``systemd_unit``: an INI unit from {section: {key: value}} (list values repeat the key);
 - ``binary_releases``: Kubernetes binaries in node_prep's release format, so the roles install
-  them with node_prep's tasks (versioned directory, links in the bin directory).
+  them with node_prep's tasks (versioned directory, links in the bin directory);
+- ``kubeconfig_files``: the kubeconfigs a role writes, as managed files;
+- ``files_probe`` / ``stale_files``: the roles' probe-then-act pattern. One shell command per
+  node prints a line per managed file (checksum, mode, owner); only files whose line differs
+  from what the role would write are written, so a converged node costs that one command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import shlex
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import yaml
 
 from kubesmith.provision.kubeconfig import kubeconfig
 
@@ -80,6 +88,58 @@ def binary_releases(
     ]
 
 
+def kubeconfig_files(
+    entries: Sequence[Mapping[str, str]], server: str, cluster: str, pki_dir: str, config_dir: str
+) -> list[dict[str, str]]:
+    """Managed-file entries (dest, content, mode 0600, service) for kubeconfigs given as
+    {file, user, cert, service}: each names <pki_dir>/<cert>.crt/.key and the cluster CA."""
+    files = []
+    for entry in entries:
+        # str(): Ansible hands in tagged string subclasses, which yaml.safe_dump refuses.
+        data = kubeconfig(
+            cluster=str(cluster),
+            server=str(server),
+            user=str(entry["user"]),
+            ca=f"{pki_dir}/ca.crt",
+            cert=f"{pki_dir}/{entry['cert']}.crt",
+            key=f"{pki_dir}/{entry['cert']}.key",
+        )
+        files.append(
+            {
+                "dest": f"{config_dir}/{entry['file']}",
+                "content": yaml.safe_dump(data, sort_keys=False, default_flow_style=False),
+                "mode": "0600",
+                "service": str(entry.get("service", "")),
+            }
+        )
+    return files
+
+
+def files_probe(paths: Sequence[str]) -> str:
+    """Shell lines printing ``file <path> <sha1> <mode> <owner> <group>`` per existing file."""
+    quoted = " ".join(shlex.quote(p) for p in paths)
+    return (
+        f"for path in {quoted}; do\n"
+        '  if [ -f "$path" ]; then\n'
+        '    printf \'file %s %s %s\\n\' "$path" "$(sha1sum < "$path" | cut -d\' \' -f1)" '
+        '"$(stat -c \'%a %U %G\' "$path")"\n'
+        "  fi\n"
+        "done"
+    )
+
+
+def _expected_line(item: Mapping[str, Any]) -> str:
+    digest = hashlib.sha1(str(item["content"]).encode("utf-8"), usedforsecurity=False).hexdigest()
+    mode = str(item["mode"]).lstrip("0") or "0"
+    return f"file {item['dest']} {digest} {mode} root root"
+
+
+def stale_files(files: Sequence[Mapping[str, Any]], probe_lines: Sequence[str]) -> list[Any]:
+    """The ``files`` ({dest, content, mode, ...}) whose probed line differs from the wanted."""
+    present = set(probe_lines)
+    return [item for item in files if _expected_line(item) not in present]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -87,4 +147,7 @@ class FilterModule:
             "systemd_command": systemd_command,
             "systemd_unit": systemd_unit,
             "binary_releases": binary_releases,
+            "files_probe": files_probe,
+            "kubeconfig_files": kubeconfig_files,
+            "stale_files": stale_files,
         }
