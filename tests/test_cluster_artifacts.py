@@ -375,3 +375,17 @@ def test_a_failed_download_does_not_record_the_new_version(tmp_path: Path) -> No
         with pytest.raises(KubesmithError, match=r"download of kubernetes 1.35.1"):
             cluster.prepare(target, {}, {}, fixed_probe("amd64"))
     assert (tmp_path / "lab" / cluster.VERSION_FILE).read_text() == "1.34.4\n"
+
+
+@pytest.mark.parametrize(("control_planes", "proxied"), [(1, False), (3, True)])
+def test_kubernetes_packages_join_the_node_base_transaction(
+    tmp_path: Path, control_planes: int, proxied: bool
+) -> None:
+    inventory = write_inventory(tmp_path / "lab", local_spec(control_planes, 1))
+    target = for_inventory(inventory.path, "distro")
+    off = {"kubesmith_kubernetes_binaries": False}
+    wanted = cluster.prepare(target, {}, off, fixed_probe("amd64")).packages
+    assert wanted["local-cp-1"] == ["conntrack", "iptables"]
+    # Only a local HA cluster's nodes without an apiserver run the haproxy API proxy.
+    worker = ["conntrack", "haproxy", "iptables"] if proxied else ["conntrack", "iptables"]
+    assert wanted["local-worker-1"] == worker

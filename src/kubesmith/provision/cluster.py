@@ -51,9 +51,19 @@ VERSION_FILE = "kubernetes-version"
 Probe = Callable[[Target, Sequence[str]], dict[str, str]]
 
 
+#: Debian packages the Kubernetes roles need, by inventory group (kube-proxy's iptables and
+#: conntrack, the CNI reconciler's iptables). The roles install what is missing themselves
+#: too, for runs limited to their tags.
+PACKAGES_BY_GROUP = {"k8s_cluster": ("iptables", "conntrack")}
+#: The local HA API proxy (api_proxy role) on nodes without an apiserver.
+API_PROXY_PACKAGES = ("haproxy",)
+
+
 @dataclass
 class Prepared:
     extravars: dict[str, Any]
+    #: Host -> Debian packages for node_prep's apt transaction.
+    packages: dict[str, list[str]] = field(default_factory=dict)
     tarballs: list[ServerTarball] = field(default_factory=list)
     downloaded: list[ServerTarball] = field(default_factory=list)
 
@@ -179,6 +189,20 @@ def record_version(target: Target, facts: ClusterFacts) -> None:
     (target.state_dir / VERSION_FILE).write_text(facts.kubernetes_version + "\n", encoding="ascii")
 
 
+def packages(target: Target, facts: ClusterFacts) -> dict[str, list[str]]:
+    """Host -> the Debian packages its Kubernetes roles need (see site.yml's api_proxy play)."""
+    inventory = target.inventory
+    proxied = len(inventory.hosts_in("kube_control_plane")) > 1 and facts.api_endpoint_is_loopback
+    wanted: dict[str, list[str]] = {}
+    for host in inventory.hosts_in("k8s_cluster"):
+        groups = inventory.groups_of(host)
+        names = [p for group in groups for p in PACKAGES_BY_GROUP.get(group, ())]
+        if proxied and "kube_control_plane" not in groups:
+            names += API_PROXY_PACKAGES
+        wanted[host] = sorted(set(names))
+    return wanted
+
+
 def _binaries(
     target: Target,
     arch_of: Mapping[str, str],
@@ -233,7 +257,8 @@ def prepare(
             "kubesmith_rbac_manifests": bootstrap_rbac(),
             "kubesmith_coredns_manifests": coredns_manifests(facts),
             "kubesmith_kubernetes_files": {},
-        }
+        },
+        packages=packages(target, facts),
     )
     if enabled:
         prepared.extravars["kubesmith_kubernetes_files"] = _binaries(

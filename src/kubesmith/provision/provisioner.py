@@ -135,6 +135,9 @@ def provision(target: Target, options: Options, on_event: EventHandler | None = 
             wanted[BINARIES_VAR] = False
         prepared = cluster.prepare(target, arch_of, wanted, probe_architectures)
         extravars.update(prepared.extravars)
+        # The Kubernetes roles' Debian packages join node_prep's one apt transaction.
+        for host, names in prepared.packages.items():
+            extravars["kubesmith_host_packages"].setdefault(host, []).extend(names)
         downloaded += prepared.downloaded
     extravars.update(options.extravars)
     request = RunRequest(
