@@ -251,6 +251,18 @@ def test_wrong_release_checksum_fails_before_any_node_changes(
         assert untouched.stdout.count("No such file or directory") == 3, untouched.stdout
 
 
+def test_check_run_on_fresh_nodes_changes_nothing(lab: LabNodes) -> None:
+    result = kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS, "--check")
+    assert "changes would be made" in result.stdout
+    assert "0 changes would be made" not in result.stdout
+    for host in (CP1, CP2, CP3):
+        untouched = lab.run(
+            host, "ls /etc/kubernetes /etc/etcd 2>&1; dpkg -s etcd-server 2>&1 || true"
+        )
+        assert untouched.stdout.count("No such file or directory") == 2, untouched.stdout
+        assert "is not installed" in untouched.stdout
+
+
 # --- a killed run, then convergence -------------------------------------------------------
 
 

@@ -123,7 +123,11 @@ def provision_command(
     options = Options(tags=_tags(tags), limit=limit, check=check, extravars=extravars)
     outcome = _run(target, options, "provision")
     changed = sum(s.changed for s in outcome.run.stats.values())
-    out.print(f"[green]ok[/]: {len(outcome.run.stats)} hosts provisioned, {changed} changes")
+    hosts = len(outcome.run.stats)
+    if check:
+        out.print(f"[green]ok[/]: {hosts} hosts checked, {changed} changes would be made")
+    else:
+        out.print(f"[green]ok[/]: {hosts} hosts provisioned, {changed} changes")
 
 
 @etcd_app.command("snapshot")

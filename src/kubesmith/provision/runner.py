@@ -154,6 +154,9 @@ def run_playbook(request: RunRequest, on_event: EventHandler | None = None) -> R
     if not (playbooks / request.playbook).is_file():
         raise KubesmithError(f"{playbooks / request.playbook}: playbook not found")
     request.private_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # ansible-runner stores a run's command line options (--check) in env/cmdline and reuses
+    # them when a later run passes none: a check run must not make the next run a check too.
+    (request.private_data_dir / "env" / "cmdline").unlink(missing_ok=True)
     collector = _Collector(on_event)
     env = {
         # Found explicitly: ansible-runner runs from the project dir, but a stray
