@@ -140,3 +140,14 @@ def test_to_toml_refuses_what_it_cannot_write() -> None:
     to_toml = _toml_filter()
     with pytest.raises(TypeError, match="cannot write a set"):
         to_toml({"a": {1, 2}})  # type: ignore[operator]
+
+
+def test_a_check_run_does_not_make_the_next_run_a_check(tmp_path: Path) -> None:
+    inventory = _inventory(tmp_path, _closed_port())
+    request = RunRequest(private_data_dir=tmp_path / "run", inventory=inventory, tags=["prep"])
+    checked = run_playbook(RunRequest(**{**request.__dict__, "check": True}))
+    real = run_playbook(request)
+    assert checked.artifact_dir is not None
+    assert real.artifact_dir is not None
+    assert "--check" in (checked.artifact_dir / "command").read_text()
+    assert "--check" not in (real.artifact_dir / "command").read_text()
