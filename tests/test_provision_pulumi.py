@@ -16,6 +16,7 @@ from typing import Any
 
 import pulumi
 import pytest
+import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
 from kubesmith import versions
@@ -135,6 +136,13 @@ def test_create_writes_the_stack_inventory_and_runs_the_glue(
     result = ProvisioningProvider().create({"stack": "local", "inventory": data, "trigger": "t"})
     written = stack_dir("local") / target.STACK_INVENTORY
     assert written.is_file()
+    # The state's inventory names no controller path; the run adds this machine's key.
+    all_vars = yaml.safe_load(written.read_text())["all"]["vars"]
+    assert all_vars["ansible_ssh_private_key_file"] == str(
+        stack_dir("local") / "ssh" / "id_ed25519"
+    )
+    assert "StrictHostKeyChecking=accept-new" in all_vars["ansible_ssh_common_args"]
+    assert "ansible_ssh_private_key_file" not in data["all"]["vars"]  # the input is untouched
     assert calls[0].inventory.path == written.resolve()
     assert calls[0].inventory.hosts_in("etcd") == ["local-cp-1"]
     assert result.outs[pulumi_resource.RECAP_KEY] == {

@@ -52,6 +52,23 @@ def trigger_hash(
     return digest.hexdigest()
 
 
+def with_controller_paths(stack: str, inventory: Mapping[str, Any]) -> dict[str, Any]:
+    """The stack's inventory plus what only this machine knows: the stack's SSH key and its
+    pinned host keys (the same variables kubesmith.inventory.build_inventory sets). The
+    inventory in the Pulumi state names no controller path."""
+    from kubesmith.paths import stack_dir
+    from kubesmith.sshkeys import stack_key
+
+    data: dict[str, Any] = json.loads(json.dumps(inventory))  # a deep, plain copy
+    all_vars = data.setdefault("all", {}).setdefault("vars", {})
+    all_vars["ansible_ssh_private_key_file"] = str(stack_key(stack).private_path)
+    all_vars["ansible_ssh_common_args"] = (
+        f"-o UserKnownHostsFile={stack_dir(stack) / 'known_hosts'} "
+        "-o StrictHostKeyChecking=accept-new"
+    )
+    return data
+
+
 def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     """Write the stack's inventory and provision it; the outputs carry the recap."""
     # Imported here: the engine pickles this provider, and the glue need not travel with it.
@@ -63,7 +80,7 @@ def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     stack = str(props["stack"])
     path = stack_dir(stack) / targets.STACK_INVENTORY
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(dump_inventory(dict(props["inventory"])), encoding="utf-8")
+    temporary.write_text(dump_inventory(with_controller_paths(stack, props["inventory"])))
     temporary.replace(path)
     outcome = provision(targets.for_stack(stack), Options())
     outcome.run.raise_for_failure("provisioning")
