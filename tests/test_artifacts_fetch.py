@@ -6,10 +6,7 @@ A real HTTP server on 127.0.0.1 serves the artifacts; the checksums are computed
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,43 +14,15 @@ import pytest
 from kubesmith.errors import KubesmithError
 from kubesmith.provision import artifacts
 from kubesmith.versions import Component
+from tests.clusterlab import LocalFiles, serve
 
 PAYLOAD = b"#!/bin/sh\necho fake crictl\n" * 100
 
 
-class _Server:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), partial(Handler, directory=str(root))
-        )
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_Server]:
-    root = tmp_path / "www"
-    root.mkdir()
-    srv = _Server(root)
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+def server(tmp_path: Path) -> Iterator[LocalFiles]:
+    with serve(tmp_path / "www") as files:
+        yield files
 
 
 def component(url: str, sha256: str) -> Component:
@@ -68,14 +37,14 @@ def component(url: str, sha256: str) -> Component:
     )
 
 
-def publish(server: _Server, relative: str, data: bytes = PAYLOAD) -> str:
+def publish(server: LocalFiles, relative: str, data: bytes = PAYLOAD) -> str:
     path = server.root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    return f"{server.base}/{relative}"
+    return f"{server.url}/{relative}"
 
 
-def test_downloads_once_and_verifies(server: _Server, tmp_path: Path) -> None:
+def test_downloads_once_and_verifies(server: LocalFiles, tmp_path: Path) -> None:
     url = publish(
         server, "crictl-v{version}-linux-{arch}.tar.gz".format(version="9.9.9", arch="amd64")
     )
@@ -90,7 +59,7 @@ def test_downloads_once_and_verifies(server: _Server, tmp_path: Path) -> None:
     assert len(server.requests) == 1
 
 
-def test_a_wrong_checksum_leaves_nothing_in_the_cache(server: _Server, tmp_path: Path) -> None:
+def test_a_wrong_checksum_leaves_nothing_in_the_cache(server: LocalFiles, tmp_path: Path) -> None:
     url = publish(server, "crictl.tar.gz")
     wrong = hashlib.sha256(b"something else").hexdigest()
     planned = artifacts.plan(component(url, wrong), "amd64", tmp_path / "cache")
@@ -103,7 +72,7 @@ def test_a_wrong_checksum_leaves_nothing_in_the_cache(server: _Server, tmp_path:
     assert list(planned.path.parent.iterdir()) == []  # neither the file nor a partial download
 
 
-def test_a_tampered_cache_entry_is_fetched_again(server: _Server, tmp_path: Path) -> None:
+def test_a_tampered_cache_entry_is_fetched_again(server: LocalFiles, tmp_path: Path) -> None:
     url = publish(server, "crictl.tar.gz")
     planned = artifacts.plan(
         component(url, hashlib.sha256(PAYLOAD).hexdigest()), "amd64", tmp_path / "c"
@@ -115,7 +84,7 @@ def test_a_tampered_cache_entry_is_fetched_again(server: _Server, tmp_path: Path
     assert len(server.requests) == 2
 
 
-def test_mirror_serves_the_upstream_path(server: _Server, tmp_path: Path) -> None:
+def test_mirror_serves_the_upstream_path(server: LocalFiles, tmp_path: Path) -> None:
     upstream = "https://github.com/kubernetes-sigs/cri-tools/releases/download/v{version}/crictl-{arch}.tgz"
     publish(
         server,
@@ -125,7 +94,7 @@ def test_mirror_serves_the_upstream_path(server: _Server, tmp_path: Path) -> Non
         component(upstream, hashlib.sha256(PAYLOAD).hexdigest()),
         "amd64",
         tmp_path / "c",
-        f"{server.base}/mirror",
+        f"{server.url}/mirror",
     )
     assert artifacts.fetch(planned) is True
     assert server.requests == [
