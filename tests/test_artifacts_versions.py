@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from kubesmith.spec import parse_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA512 = re.compile(r"^[0-9a-f]{128}$")
 
 
 def test_every_component_has_a_version_checksums_and_a_templated_url() -> None:
@@ -66,10 +68,51 @@ def test_debian_packages_are_named_where_debian_has_them() -> None:
     assert versions.component("crictl").distro_packages == ()
 
 
-def test_kubernetes_binaries_have_both_architectures_for_every_pinned_version() -> None:
-    for version, binaries in versions.load()["kubernetes"]["versions"].items():
-        for name, sums in binaries.items():
-            assert set(sums) == {"amd64", "arm64"}, f"{name} {version}"
+def test_every_listed_kubernetes_version_has_all_its_published_checksums() -> None:
+    """Server tarball (sha512) and kubelet/kubectl (sha256), for each architecture."""
+    listed = versions.load()["kubernetes"]["versions"]
+    seen: list[str] = []
+    for version, pins in listed.items():
+        assert set(pins) == {"server", "kubelet", "kubectl"}, version
+        for name, pattern in (("server", SHA512), ("kubelet", SHA256), ("kubectl", SHA256)):
+            sums = pins[name]
+            assert set(sums) == set(versions.ARCHITECTURES), f"{name} {version}"
+            assert all(pattern.fullmatch(s) for s in sums.values()), f"{name} {version}"
+            seen += sums.values()
+    # Every file differs, so every checksum does: a repeat is a value pasted in the wrong place.
+    assert len(seen) == len(set(seen))
+    # Nothing listed is left out of what `config check` accepts.
+    assert sorted(versions.kubernetes_versions()) == sorted(listed)
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_the_newest_three_minors_are_installable_and_the_default_is_the_newest() -> None:
+    pinned = versions.kubernetes_versions()
+    minors = [_minor(v) for v in pinned]
+    newest = minors[0]
+    # One patch per minor, three consecutive minors: losing a checksum drops a minor here.
+    assert minors == [(newest[0], newest[1] - step) for step in range(3)], pinned
+    assert versions.default_kubernetes_version() == pinned[0]
+
+
+def test_a_version_without_its_server_checksum_is_not_offered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = copy.deepcopy(versions.load())
+    oldest = versions.kubernetes_versions()[-1]
+    del data["kubernetes"]["versions"][oldest]["server"]["arm64"]
+    monkeypatch.setattr(versions, "load", lambda: data)
+    assert oldest not in versions.kubernetes_versions()
+    with pytest.raises(ConfigError) as caught:
+        parse_cluster({**_cluster(), "kubernetesVersion": oldest})
+    (problem,) = caught.value.problems
+    assert problem.startswith(
+        f"kubesmith:cluster.kubernetesVersion: {oldest} has no published server tarball checksum"
+    )
 
 
 def test_no_other_project_file_repeats_a_component_version() -> None:

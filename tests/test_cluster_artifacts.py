@@ -43,21 +43,36 @@ def test_published_server_pins_are_sha512_per_architecture() -> None:
     for version in versions.kubernetes_versions():
         release = versions.kubernetes_release(version)
         assert release.algorithm == "sha512"
-        for arch, checksum in release.checksums.items():
-            assert re.fullmatch(r"[0-9a-f]{128}", checksum), (version, arch)
-        if release.checksums:
-            assert set(release.checksums) == {"amd64", "arm64"}
-            assert len(set(release.checksums.values())) == 2
+        assert set(release.checksums) == set(versions.ARCHITECTURES), version
+        for arch in versions.ARCHITECTURES:
+            assert re.fullmatch(r"[0-9a-f]{128}", release.checksum(arch)), (version, arch)
         assert release.url("arm64") == (
             f"https://dl.k8s.io/v{version}/kubernetes-server-linux-arm64.tar.gz"
         )
-    # 1.33.8's published checksum was not obtainable: no pin, and no download without one.
-    assert versions.kubernetes_release("1.33.8").checksums == {}
 
 
-def test_a_version_without_a_published_checksum_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(KubesmithError, match=r"kubernetes 1.33.8: no published sha512"):
-        kube_binaries.plan("1.33.8", "amd64", tmp_path)
+@pytest.fixture
+def server_unpinned(monkeypatch: pytest.MonkeyPatch) -> str:
+    """versions.yaml plus a newer patch of the oldest minor with kubelet/kubectl sums only:
+    what a release looks like before its notes' "Downloads" section could be read."""
+    oldest = versions.kubernetes_versions()[-1]
+    major, minor, patch = oldest.split(".")
+    version = f"{major}.{minor}.{int(patch) + 1}"
+    data = copy.deepcopy(versions.load())
+    entry = data["kubernetes"]["versions"][oldest]
+    data["kubernetes"]["versions"][version] = {
+        "kubelet": entry["kubelet"],
+        "kubectl": entry["kubectl"],
+    }
+    monkeypatch.setattr(versions, "load", lambda: data)
+    return version
+
+
+def test_a_version_without_a_published_checksum_is_refused(
+    tmp_path: Path, server_unpinned: str
+) -> None:
+    with pytest.raises(KubesmithError, match=rf"kubernetes {server_unpinned}: no published sha512"):
+        kube_binaries.plan(server_unpinned, "amd64", tmp_path)
 
 
 @pytest.fixture
@@ -280,16 +295,27 @@ def test_artifacts_list_names_urls_checksums_and_what_comes_from_elsewhere(
     assert versions.image("coredns") in result.output
 
 
-def test_artifacts_list_shows_a_version_without_pins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_commands_refuse_a_version_whose_server_tarball_is_not_pinned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_unpinned: str
 ) -> None:
-    stack = project(tmp_path / "p", monkeypatch, kubernetesVersion="1.33.8")
-    result = runner.invoke(app, ["artifacts", "list", "-s", stack], terminal_width=400)
-    assert result.exit_code == 0, result.output
-    assert "\tnone pinned\t-" in result.output
-    fetch = runner.invoke(app, ["artifacts", "fetch", "-s", stack, "--dest", str(tmp_path / "o")])
-    assert fetch.exit_code == 1
-    assert "kubernetes-server 1.33.8 (amd64): no published checksum is pinned" in fetch.output
+    """Refused at `config check`, before anything is listed or downloaded."""
+    stack = project(tmp_path / "p", monkeypatch, kubernetesVersion=server_unpinned)
+    expected = (
+        f"error: kubesmith:cluster.kubernetesVersion: {server_unpinned} has no published server "
+        "tarball checksum pinned in versions.yaml; pick one of "
+        + ", ".join(versions.kubernetes_versions())
+    )
+    for command in (
+        ["config", "check", "-s", stack],
+        ["artifacts", "list", "-s", stack],
+        ["artifacts", "fetch", "-s", stack, "--dest", str(tmp_path / "o")],
+    ):
+        result = runner.invoke(app, command, terminal_width=400)
+        assert result.exit_code == 2, (command, result.output)
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert errors == [expected], command
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_artifacts_bad_arch_is_a_usage_error(
@@ -351,12 +377,12 @@ def test_upgrades_go_one_minor_at_a_time_and_never_back(tmp_path: Path) -> None:
     def prepare(version: str) -> None:
         cluster.prepare(with_version(inventory.path, version), {}, off, fixed_probe("amd64"))
 
-    prepare("1.33.8")
-    with pytest.raises(KubesmithError, match=r"1.33.8 -> 1.35.1 skips a minor.*pinned 1.34.x"):
+    prepare("1.33.7")
+    with pytest.raises(KubesmithError, match=r"1.33.7 -> 1.35.1 skips a minor.*pinned 1.34.x"):
         prepare("1.35.1")
     prepare("1.34.4")
-    with pytest.raises(KubesmithError, match=r"1.34.4 -> 1.33.8 is a downgrade"):
-        prepare("1.33.8")
+    with pytest.raises(KubesmithError, match=r"1.34.4 -> 1.33.7 is a downgrade"):
+        prepare("1.33.7")
     prepare("1.35.1")
     assert (tmp_path / "lab" / cluster.VERSION_FILE).read_text() == "1.35.1\n"
 

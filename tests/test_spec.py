@@ -95,7 +95,33 @@ def test_only_pinned_kubernetes_versions_are_accepted() -> None:
     raw = stack_cluster("local")
     raw["kubernetesVersion"] = "1.20.0"
     (message,) = problems(raw)
-    assert all(v in message for v in versions.kubernetes_versions())
+    assert message == (
+        "kubesmith:cluster.kubernetesVersion: 1.20.0 is not pinned by kubesmith; pick one of "
+        + ", ".join(versions.kubernetes_versions())
+    )
+
+
+def test_a_version_listed_without_its_server_checksum_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kubelet/kubectl sums alone do not make a version installable: every binary comes
+    from the server tarball, so without its published checksum nothing could be installed."""
+    pinned = versions.kubernetes_versions()
+    major, minor, patch = pinned[-1].split(".")
+    newer = f"{major}.{minor}.{int(patch) + 1}"
+    data = copy.deepcopy(versions.load())
+    entry = data["kubernetes"]["versions"][pinned[-1]]
+    data["kubernetes"]["versions"][newer] = {
+        "kubelet": entry["kubelet"],
+        "kubectl": entry["kubectl"],
+    }
+    monkeypatch.setattr(versions, "load", lambda: data)
+    raw = stack_cluster("local")
+    raw["kubernetesVersion"] = newer
+    assert problems(raw) == [
+        f"kubesmith:cluster.kubernetesVersion: {newer} has no published server tarball checksum "
+        f"pinned in versions.yaml; pick one of {', '.join(pinned)}"
+    ]
 
 
 @pytest.mark.parametrize("planes", [1, 3, 5, 7])

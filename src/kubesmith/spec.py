@@ -242,7 +242,15 @@ class ClusterSpec(_Model):
         if not _VERSION.fullmatch(value):
             raise ValueError(f"must be a version such as {pinned[0]}, got {value!r}")
         if value not in pinned:
-            raise ValueError(f"{value} is not pinned by kubesmith; pick one of {', '.join(pinned)}")
+            # Listed with kubelet/kubectl sums but no server tarball checksum: say so, since
+            # that is the one thing missing before it could be installed.
+            listed = value in versions.load()["kubernetes"]["versions"]
+            why = (
+                "has no published server tarball checksum pinned in versions.yaml"
+                if listed
+                else "is not pinned by kubesmith"
+            )
+            raise ValueError(f"{value} {why}; pick one of {', '.join(pinned)}")
         return value
 
     @field_validator("control_planes")

@@ -21,10 +21,23 @@ def load() -> dict[str, Any]:
         return cast(dict[str, Any], yaml.safe_load(fh))
 
 
+#: The architectures kubesmith installs on: every pin names a published checksum for each.
+ARCHITECTURES = ("amd64", "arm64")
+
+
 def kubernetes_versions() -> list[str]:
-    """Pinned Kubernetes versions, newest first."""
-    versions = [str(v) for v in load()["kubernetes"]["versions"]]
-    return sorted(versions, key=lambda v: tuple(int(p) for p in v.split(".")), reverse=True)
+    """Kubernetes versions kubesmith can install, newest first.
+
+    Only versions whose server tarball (where every binary comes from) has a published
+    checksum pinned for every architecture: an entry without one is not offered at all.
+    """
+    listed = load()["kubernetes"]["versions"]
+    installable = [
+        str(v)
+        for v, pins in listed.items()
+        if set(ARCHITECTURES) <= set((pins or {}).get("server") or {})
+    ]
+    return sorted(installable, key=lambda v: tuple(int(p) for p in v.split(".")), reverse=True)
 
 
 def default_kubernetes_version() -> str:
