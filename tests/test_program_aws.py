@@ -7,20 +7,25 @@ them for: resources, their inputs, their parents and the resolved stack exports.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pulumi.runtime.mocks import MockResourceArgs
 
+from kubesmith.backends.aws import pod_routes
 from kubesmith.backends.aws.load_balancer import ApiLoadBalancerArgs, lb_name
 from kubesmith.backends.aws.network import NetworkArgs, zone_subnets
+from kubesmith.local.instances import node_plan
 from kubesmith.nodes import node_name
 from kubesmith.spec import ClusterSpec, parse_cluster
 from kubesmith.sshkeys import stack_key
 from tests.pulumi_mocks import (
     AWS_PROVIDER,
+    CLUSTER,
+    DYNAMIC,
     GET_AMI,
     INGRESS_RULE,
     INSTANCE,
@@ -34,9 +39,11 @@ from tests.pulumi_mocks import (
     SUBNET,
     TARGET_ATTACHMENT,
     TARGET_GROUP,
+    KubesmithMocks,
     ProgramFailed,
     ProgramRun,
     RecordedResource,
+    RecordingMonitor,
     run_program,
     stack_config,
 )
@@ -369,3 +376,154 @@ def test_load_balancer_names_fit_aws_limits() -> None:
     assert len(lb_name(longest)) <= 32
     assert not lb_name(longest).endswith("--api")
     assert lb_name("prod") == "prod-api"
+
+
+# --- pod routes: one VPC route per node to its pod range --------------------------------------
+
+ROUTE = "aws:ec2/route:Route"
+ROUTE_TABLE_ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+
+
+def top_slices(spec: ClusterSpec) -> dict[str, str]:
+    """A pod range per node from the top of podCidr, where a fresh allocation never starts:
+    the ranges an earlier run kept, and unlike what the program expects for a new stack."""
+    slices = list(spec.pod_network.subnets(new_prefix=24))
+    return {node: str(slices[-1 - i]) for i, (node, _role) in enumerate(node_plan(spec))}
+
+
+class ProvisionedMocks(KubesmithMocks):
+    """The engine's answers once provisioning has run: every instance's primary network
+    interface, and the Provisioning resource's outputs with the pod ranges ``ranges`` (the
+    ones the run reports having used)."""
+
+    def __init__(self, ranges: Mapping[str, str]) -> None:
+        super().__init__()
+        self.ranges = dict(ranges)
+
+    def computed(self, args: MockResourceArgs, id_: str, serial: int) -> dict[str, Any]:
+        if args.typ == INSTANCE:
+            computed = super().computed(args, id_, serial)
+            return {**computed, "primaryNetworkInterfaceId": f"eni-{serial:017x}"}
+        if args.typ == DYNAMIC and args.name.endswith("-provisioning"):
+            return {"pod_cidrs": dict(self.ranges)}
+        return super().computed(args, id_, serial)
+
+
+@pytest.fixture(scope="module")
+def routed(module_home: Path) -> Iterator[dict[str, ProgramRun]]:
+    """Each stack's program with the engine answering as after a provisioning run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBESMITH_HOME", str(module_home / "routed"))
+        yield {
+            stack: run_program(stack, mocks=ProvisionedMocks(top_slices(spec_of(stack))))
+            for stack in STACKS
+        }
+
+
+def subnet_tables(run: ProgramRun) -> dict[str, str]:
+    """Subnet id -> id of the route table it is associated with."""
+    return {
+        a.inputs["subnetId"]: a.inputs["routeTableId"] for a in run.of_type(ROUTE_TABLE_ASSOCIATION)
+    }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_node_gets_one_route_from_its_pod_range_to_its_interface(
+    routed: dict[str, ProgramRun], stack: str
+) -> None:
+    run = routed[stack]
+    spec = spec_of(stack)
+    ranges = top_slices(spec)
+    by_interface = {i.state["primaryNetworkInterfaceId"]: i for i in instances(run)}
+    routes = [r for r in run.of_type(ROUTE) if "networkInterfaceId" in r.inputs]
+    assert len(routes) == spec.control_planes + spec.workers  # dev: 3, prod: 6
+    tables = subnet_tables(run)
+    targets = []
+    for route in routes:
+        instance = by_interface[route.inputs["networkInterfaceId"]]
+        targets.append(instance.name)
+        # The range provisioning reported for the instance the route leads to.
+        assert route.inputs["destinationCidrBlock"] == ranges[instance.name], route.name
+        # In the table of the subnet the node sits in.
+        assert route.inputs["routeTableId"] == tables[instance.inputs["subnetId"]], route.name
+    assert sorted(targets) == sorted(ranges), "one route per node, none twice"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_table_the_nodes_use_routes_every_node(
+    routed: dict[str, ProgramRun], stack: str
+) -> None:
+    """A packet leaves by its source subnet's table: each one must know every node's range."""
+    run = routed[stack]
+    tables = subnet_tables(run)
+    used = {tables[i.inputs["subnetId"]] for i in instances(run)}
+    assert used
+    pod_routes = [r for r in run.of_type(ROUTE) if "networkInterfaceId" in r.inputs]
+    for table in used:
+        held = {
+            r.inputs["destinationCidrBlock"]
+            for r in pod_routes
+            if r.inputs["routeTableId"] == table
+        }
+        assert held == set(top_slices(spec_of(stack)).values()), table
+
+
+def test_pod_routes_hang_under_the_cluster_and_wait_for_provisioning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dependencies: dict[str, list[str]] = {}
+    register = RecordingMonitor.RegisterResource
+
+    def recording(self: RecordingMonitor, request: Any) -> Any:
+        dependencies[request.name] = list(request.dependencies)
+        return register(self, request)
+
+    monkeypatch.setattr(RecordingMonitor, "RegisterResource", recording)
+    spec = spec_of("dev")
+    run = run_program("dev", mocks=ProvisionedMocks(top_slices(spec)))
+    (provisioning,) = [r for r in run.of_type(DYNAMIC) if r.name == "dev-provisioning"]
+    routes = [r for r in run.of_type(ROUTE) if "networkInterfaceId" in r.inputs]
+    assert sorted(r.name for r in routes) == sorted(f"{n}-pods" for n, _ in node_plan(spec))
+    for route in routes:
+        assert route.parent_type == CLUSTER
+        assert any(urn.endswith("::dev-provisioning") for urn in dependencies[route.name])
+    assert provisioning.parent_type == CLUSTER
+
+
+def test_a_node_without_a_reported_range_stops_the_program_naming_it() -> None:
+    ranges = top_slices(spec_of("dev"))
+    del ranges["dev-worker-2"]
+    with pytest.raises(ProgramFailed, match="no pod range for node dev-worker-2"):
+        run_program("dev", mocks=ProvisionedMocks(ranges))
+
+
+def test_a_preview_routes_the_ranges_the_program_expects(module_home: Path) -> None:
+    """While a preview shows provisioning being created or updated, the engine reports its
+    inputs as its outputs; the plain mocks answer the same way. The routes must then carry
+    the ranges podcidr will allocate (known values), not unknowns that would show them all
+    replaced."""
+    spec = spec_of("prod")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBESMITH_HOME", str(module_home / "preview"))
+        run = run_program("prod")
+    # A new stack: podcidr hands out the lowest free /24s in node order.
+    slices = list(spec.pod_network.subnets(new_prefix=24))
+    expected = {node: str(slices[i]) for i, (node, _role) in enumerate(node_plan(spec))}
+    pod_routes = {r.name: r for r in run.of_type(ROUTE) if r.name.endswith("-pods")}
+    assert {name: r.inputs["destinationCidrBlock"] for name, r in pod_routes.items()} == {
+        f"{node}-pods": cidr for node, cidr in expected.items()
+    }
+
+
+def test_too_many_routes_for_the_default_quota_warn_before_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert pod_routes.quota_warning(499) is None  # 499 pod routes + the default route = 500
+    warning = pod_routes.quota_warning(500)
+    assert warning is not None
+    assert "501 routes" in warning
+    assert "'Routes per route table'" in warning
+    # And the program logs it: a dev stack's 3 nodes against a quota lowered to 3.
+    monkeypatch.setattr(pod_routes, "DEFAULT_ROUTES_PER_TABLE", 3)
+    run = run_program("dev", mocks=ProvisionedMocks(top_slices(spec_of("dev"))))
+    assert any("needs 4 routes" in line for line in run.log), run.log

@@ -1,4 +1,5 @@
-"""The program's composition under Pulumi mocks: node pool -> provisioning -> kubeconfig -> apps.
+"""The program's composition under Pulumi mocks: node pool -> provisioning -> (AWS: pod routes)
+-> kubeconfig -> apps.
 
 Under mocks the Provisioning resource is registered but never executed (the engine would run
 it), so the admin kubeconfig comes from tests.pulumi_mocks.mock_kubeconfig; what is checked
@@ -8,6 +9,8 @@ here is the wiring: what each step receives, what it hangs under and what is sec
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -17,7 +20,9 @@ from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 from pulumi.runtime.sync_await import _sync_await
 
 from kubesmith import program, sshkeys
-from kubesmith.provision.pulumi_resource import trigger_hash
+from kubesmith.provision.inventory_file import load_inventory
+from kubesmith.provision.pulumi_resource import POD_CIDRS_KEY, trigger_hash, used_pod_cidrs
+from kubesmith.provision.target import ArtifactSettings, Target
 from kubesmith.spec import parse_cluster
 from tests.pulumi_mocks import (
     CLUSTER,
@@ -41,8 +46,11 @@ def run(stack: str, config: dict[str, Any] | None = None) -> ProgramRun:
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, ProgramRun]:
-    return {stack: run(stack) for stack in STACKS}
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ProgramRun]]:
+    # Module-scoped, so set up before the per-test home of conftest: give it its own.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBESMITH_HOME", str(tmp_path_factory.mktemp("kubesmith-home")))
+        yield {stack: run(stack) for stack in STACKS}
 
 
 def provisioning(result: ProgramRun, cluster: str) -> RecordedResource:
@@ -134,3 +142,34 @@ def test_the_kubeconfig_output_is_a_secret() -> None:
 
     run_program("dev", program=body)
     assert seen == {"secret": True, "inventory_secret": False}
+
+
+ROUTE = "aws:ec2/route:Route"
+
+
+def test_lxd_stacks_declare_no_vpc_routes(runs: dict[str, ProgramRun]) -> None:
+    """LXD nodes share one bridge: the cni role's host routes reach every node's pod range."""
+    assert runs["local"].of_type(ROUTE) == []
+    # While the AWS stacks route every node's range (tests/test_program_aws.py has the detail).
+    for stack in ("dev", "prod"):
+        pod_routes = [r for r in runs[stack].of_type(ROUTE) if r.name.endswith("-pods")]
+        assert len(pod_routes) == len(runs[stack].outputs["nodes"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_provisioning_expects_the_ranges_its_run_will_allocate(
+    runs: dict[str, ProgramRun], stack: str, tmp_path: Path
+) -> None:
+    """The expected ranges (known in a preview) match what the run computes from the inventory
+    it receives, for every backend's node order."""
+    result = runs[stack]
+    inventory_file = tmp_path / "inventory.yml"
+    inventory_file.write_text(result.outputs["inventory"])
+    fresh_state = tmp_path / "state"
+    fresh_state.mkdir()
+    run = Target(
+        "t", load_inventory(inventory_file), fresh_state, ArtifactSettings.uniform("distro")
+    )
+    expected = provisioning(result, stack).inputs[POD_CIDRS_KEY]
+    assert expected == used_pod_cidrs(run)
+    assert len(expected) == len(result.outputs["nodes"])

@@ -21,10 +21,20 @@ from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
 from kubesmith import versions
 from kubesmith.inventory import build_inventory
+from kubesmith.local.instances import node_plan
 from kubesmith.nodes import Node
 from kubesmith.paths import package_dir, stack_dir
-from kubesmith.provision import pulumi_resource, target
-from kubesmith.provision.pulumi_resource import ProvisioningProvider, provision_after, trigger_hash
+from kubesmith.provision import podcidr, pulumi_resource, target
+from kubesmith.provision.inventory_file import load_inventory
+from kubesmith.provision.pulumi_resource import (
+    POD_CIDRS_KEY,
+    RECAP_KEY,
+    ProvisioningProvider,
+    expected_pod_cidrs,
+    provision_after,
+    trigger_hash,
+    used_pod_cidrs,
+)
 from kubesmith.provision.runner import HostStats, RunResult, playbooks_dir
 from kubesmith.spec import ClusterSpec, parse_cluster
 
@@ -67,6 +77,19 @@ def register(stack: str, the_spec: ClusterSpec, data: dict[str, Any]) -> list[Mo
     return recorder.resources
 
 
+#: A range a fresh allocation would give local-cp-1 (the lowest /24 of the default podCidr).
+EXPECTED = {"local-cp-1": "10.244.0.0/24"}
+#: A range an earlier run kept for it.
+KEPT = {"local-cp-1": "10.244.7.0/24"}
+
+
+def keep(stack: str, ranges: dict[str, str]) -> Path:
+    """Write ``ranges`` where podcidr keeps a stack's allocation, as an earlier run would."""
+    path = stack_dir(stack) / podcidr.ALLOCATIONS_FILE
+    path.write_text(yaml.safe_dump(ranges))
+    return path
+
+
 def test_the_engine_gets_a_dynamic_resource_with_the_trigger() -> None:
     data = inventory()
     [resource] = register("local", spec(), data)
@@ -78,6 +101,47 @@ def test_the_engine_gets_a_dynamic_resource_with_the_trigger() -> None:
         resource.inputs["inventory"]["all"]["hosts"]["local-cp-1"]["ansible_host"] == "10.203.0.11"
     )
     assert "__provider" in resource.inputs  # the serialised provider the engine will run
+    # The ranges the run will allocate, as inputs: a preview reports them as the outputs.
+    assert resource.inputs[POD_CIDRS_KEY] == EXPECTED
+
+
+def test_expected_ranges_keep_earlier_ones_and_never_write_the_state() -> None:
+    three = spec(workers=2)
+    path = stack_dir("local") / podcidr.ALLOCATIONS_FILE
+    # A new stack: the lowest /24s in node order, and nothing written (a preview writes nothing).
+    assert expected_pod_cidrs("local", three) == {
+        "local-cp-1": "10.244.0.0/24",
+        "local-worker-1": "10.244.1.0/24",
+        "local-worker-2": "10.244.2.0/24",
+    }
+    assert not path.exists()
+    # worker-1 kept .5 and a removed worker-3 kept .0: the others get the lowest free ones.
+    keep("local", {"local-worker-1": "10.244.5.0/24", "local-worker-3": "10.244.0.0/24"})
+    before = path.read_bytes()
+    assert expected_pod_cidrs("local", three) == {
+        "local-cp-1": "10.244.0.0/24",
+        "local-worker-1": "10.244.5.0/24",
+        "local-worker-2": "10.244.1.0/24",
+    }
+    assert path.read_bytes() == before
+
+
+def test_expected_ranges_are_the_ones_the_run_uses(tmp_path: Path) -> None:
+    """The program's expectation and the run's allocation see the nodes in the same order."""
+    three = spec(workers=2, controlPlanes=3)
+    nodes = [
+        Node(name, role, f"10.203.0.{20 + i}", None, "root")
+        for i, (name, role) in enumerate(node_plan(three))
+    ]
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(build_inventory(three, nodes, endpoint="https://x:6443")))
+    keep("local", {"local-worker-2": "10.244.9.0/24"})
+    expected = expected_pod_cidrs("local", three)
+    run = target.Target(
+        "t", load_inventory(path), stack_dir("local"), target.ArtifactSettings.uniform("distro")
+    )
+    assert used_pod_cidrs(run) == expected
+    assert expected["local-worker-2"] == "10.244.9.0/24"
 
 
 def test_trigger_follows_inventory_playbooks_versions_and_spec(tmp_path: Path) -> None:
@@ -110,12 +174,23 @@ def test_trigger_follows_inventory_playbooks_versions_and_spec(tmp_path: Path) -
 
 def test_provider_reruns_on_trigger_changes_only_and_never_replaces() -> None:
     provider = ProvisioningProvider()
-    old = {"stack": "local", "inventory": inventory(), "trigger": "a"}
-    same = provider.diff("id", old, dict(old))
-    assert not same.changes
-    moved = provider.diff("id", old, {**old, "trigger": "b"})
+    new = {"stack": "local", "inventory": inventory(), "trigger": "a", POD_CIDRS_KEY: EXPECTED}
+    # The last outputs: the inputs plus what the run reported.
+    old = {**new, RECAP_KEY: {"local-cp-1": {"ok": 1}}, POD_CIDRS_KEY: KEPT}
+    same = provider.diff("id", old, dict(new))
+    assert not same.changes, "outputs that differ from the expected inputs change nothing"
+    moved = provider.diff("id", old, {**new, "trigger": "b"})
     assert moved.changes
     assert moved.replaces == []
+
+
+def test_a_state_without_pod_ranges_runs_once_more_in_place() -> None:
+    new = {"stack": "local", "inventory": inventory(), "trigger": "a", POD_CIDRS_KEY: EXPECTED}
+    written_before_the_output = {**new, RECAP_KEY: {}}
+    del written_before_the_output[POD_CIDRS_KEY]
+    diff = ProvisioningProvider().diff("id", written_before_the_output, new)
+    assert diff.changes
+    assert diff.replaces == []
 
 
 def test_create_writes_the_stack_inventory_and_runs_the_glue(
@@ -148,6 +223,24 @@ def test_create_writes_the_stack_inventory_and_runs_the_glue(
     assert result.outs[pulumi_resource.RECAP_KEY] == {
         "local-cp-1": {"ok": 20, "changed": 3, "failed": 0}
     }
+
+
+def test_create_reports_the_pod_ranges_the_state_keeps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBESMITH_HOME", str(tmp_path / "home"))
+
+    class Outcome:
+        run = RunResult("successful", 0, stats={"local-cp-1": HostStats(ok=1)})
+
+    monkeypatch.setattr("kubesmith.provision.provisioner.provision", lambda *_: Outcome())
+    # The allocation the run kept (not the lowest range a fresh allocation would pick).
+    kept = keep("local", KEPT)
+    props = {"stack": "local", "inventory": inventory(), "trigger": "t", POD_CIDRS_KEY: EXPECTED}
+    result = ProvisioningProvider().create(props)
+    assert result.outs is not None
+    assert result.outs[POD_CIDRS_KEY] == KEPT
+    assert yaml.safe_load(kept.read_text()) == KEPT, "reading the ranges back moves none"
 
 
 def test_a_failed_run_fails_the_resource(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ component, which creates in order:
 1. the backend's node pool (AWS or LXD, same node shape);
 2. the inventory built from the nodes, and the `Provisioning` resource that runs the Ansible
    playbooks on them (re-run only when its trigger hash changes, so `pulumi preview` shows it);
+   node pools whose network must route the nodes' pod ranges (AWS) then get those routes,
+   from the ranges provisioning allocated;
 3. the admin kubeconfig, read from the controller's PKI once provisioning has run, as a secret;
 4. the stack's `apps`, rendered, validated and deployed with a provider built from that
    kubeconfig (only when the stack lists apps).
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import pulumi
 
@@ -43,6 +45,17 @@ class ClusterOutputs:
 
 #: Reads a stack's admin kubeconfig from the controller's PKI (after provisioning).
 KubeconfigReader = Callable[[str], str]
+
+
+@runtime_checkable
+class RoutesPodRanges(Protocol):
+    """A node pool whose network, not only the nodes' own routes, must carry every node's pod
+    range (AWS: nodes in different zones share no link). LXD nodes share one bridge, so their
+    pool has no such step."""
+
+    def route_pod_ranges(
+        self, pod_cidrs: pulumi.Output[dict[str, str]], opts: pulumi.ResourceOptions
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,11 @@ class Cluster(pulumi.ComponentResource):
         provisioning = provision_after(
             stack, spec, resolved.apply(lambda r: r.inventory_data), opts=child
         )
+        if isinstance(pool, RoutesPodRanges):
+            pool.route_pod_ranges(
+                provisioning.pod_cidrs,
+                pulumi.ResourceOptions(parent=self, depends_on=[provisioning]),
+            )
         kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
             provisioning.recap.apply(lambda _recap: read_kubeconfig(stack))
         )

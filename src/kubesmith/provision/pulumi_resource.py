@@ -5,6 +5,14 @@ Its one deciding input is a trigger: a sha256 over the inventory, every file und
 versions.yaml and the cluster spec. `pulumi preview` therefore shows the resource as changing
 exactly when provisioning would run again, and a `pulumi up` with nothing changed skips it.
 
+Its outputs carry the run's recap and the pod range of every node (`pod_cidrs`, node name ->
+CIDR), read back from the allocation kubesmith.provision.podcidr keeps in the stack's state:
+backends whose network must route the ranges (AWS) build their routes from it. The program
+also passes the ranges it expects as an input under the same key. While a preview shows this
+resource being created or updated, the engine reports its inputs as its outputs, so the
+routes keep known, unchanged ranges in the preview instead of unknown ones (which would show
+every route replaced). The diff still looks at the trigger alone.
+
 Wiring (kubesmith.program, after the node pool):
 
     provision_after(stack, spec, inventory_output, opts=pulumi.ResourceOptions(
@@ -15,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,12 +32,18 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from kubesmith.paths import package_dir
+from kubesmith.local.instances import node_plan
+from kubesmith.paths import package_dir, stack_dir
+from kubesmith.provision.clusterfacts import cluster_facts
+from kubesmith.provision.podcidr import ALLOCATIONS_FILE, allocate
 from kubesmith.provision.runner import playbooks_dir
+from kubesmith.provision.target import Target
 from kubesmith.spec import ClusterSpec
 
 #: What provisioning ran with last; kept in the state so `pulumi stack output` can show it.
 RECAP_KEY = "recap"
+#: Node name -> pod range of every Kubernetes node (see the module doc).
+POD_CIDRS_KEY = "pod_cidrs"
 
 
 def trigger_hash(
@@ -56,7 +72,6 @@ def with_controller_paths(stack: str, inventory: Mapping[str, Any]) -> dict[str,
     """The stack's inventory plus what only this machine knows: the stack's SSH key and its
     pinned host keys (the same variables kubesmith.inventory.build_inventory sets). The
     inventory in the Pulumi state names no controller path."""
-    from kubesmith.paths import stack_dir
     from kubesmith.sshkeys import stack_key
 
     data: dict[str, Any] = json.loads(json.dumps(inventory))  # a deep, plain copy
@@ -69,11 +84,39 @@ def with_controller_paths(stack: str, inventory: Mapping[str, Any]) -> dict[str,
     return data
 
 
+def expected_pod_cidrs(stack: str, spec: ClusterSpec) -> dict[str, str]:
+    """The pod ranges the next provisioning run will use for the spec's nodes.
+
+    podcidr's own allocation, worked out on a scratch copy of the kept file: a preview must
+    not change the state (a node it removes would lose a range it still holds if the
+    preview is never applied). The nodes are in inventory order, as the run passes them.
+    """
+    kept = stack_dir(stack) / ALLOCATIONS_FILE
+    nodes = [name for name, _role in node_plan(spec)]
+    with tempfile.TemporaryDirectory(prefix="kubesmith-pod-cidrs-") as scratch:
+        if kept.is_file():
+            shutil.copy(kept, scratch)
+        allocation = allocate(spec.pod_cidr, nodes, Path(scratch))
+    return {node: str(cidr) for node, cidr in allocation.items()}
+
+
+def used_pod_cidrs(target: Target) -> dict[str, str]:
+    """The pod range of every node as provisioning ``target`` allocated them.
+
+    The same call as kubesmith.provision.cluster.prepare makes: with the ranges already kept
+    it returns them and writes nothing.
+    """
+    inventory = target.inventory
+    allocation = allocate(
+        cluster_facts(inventory).pod_cidr, inventory.hosts_in("k8s_cluster"), target.state_dir
+    )
+    return {node: str(cidr) for node, cidr in allocation.items()}
+
+
 def _run(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the stack's inventory and provision it; the outputs carry the recap."""
+    """Write the stack's inventory and provision it; the outputs carry the recap and ranges."""
     # Imported here: the engine pickles this provider, and the glue need not travel with it.
     from kubesmith.inventory import dump_inventory
-    from kubesmith.paths import stack_dir
     from kubesmith.provision import target as targets
     from kubesmith.provision.provisioner import Options, provision
 
@@ -82,13 +125,14 @@ def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(dump_inventory(with_controller_paths(stack, props["inventory"])))
     temporary.replace(path)
-    outcome = provision(targets.for_stack(stack), Options())
+    target = targets.for_stack(stack)
+    outcome = provision(target, Options())
     outcome.run.raise_for_failure("provisioning")
     recap = {
         host: {"ok": s.ok, "changed": s.changed, "failed": s.failed}
         for host, s in outcome.run.stats.items()
     }
-    return {**props, RECAP_KEY: recap}
+    return {**props, RECAP_KEY: recap, POD_CIDRS_KEY: used_pod_cidrs(target)}
 
 
 class ProvisioningProvider(ResourceProvider):
@@ -98,7 +142,9 @@ class ProvisioningProvider(ResourceProvider):
         return CreateResult(id_=f"provisioning-{props['stack']}", outs=_run(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = olds.get("trigger") != news.get("trigger")
+        # ``olds`` are the last outputs. A state written before the pod ranges were an output
+        # has none to give the routes that read them: one idempotent run adds them.
+        changed = olds.get("trigger") != news.get("trigger") or POD_CIDRS_KEY not in olds
         return DiffResult(
             changes=changed, replaces=[], stables=["stack"], delete_before_replace=False
         )
@@ -116,6 +162,7 @@ class Provisioning(pulumi.dynamic.Resource):
     """The provisioning run of one stack's nodes."""
 
     recap: pulumi.Output[dict[str, Any]]
+    pod_cidrs: pulumi.Output[dict[str, str]]
 
     def __init__(
         self,
@@ -123,9 +170,16 @@ class Provisioning(pulumi.dynamic.Resource):
         stack: str,
         inventory: pulumi.Input[Mapping[str, Any]],
         trigger: pulumi.Input[str],
+        expected_pod_cidrs: Mapping[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {"stack": stack, "inventory": inventory, "trigger": trigger, RECAP_KEY: None}
+        props = {
+            "stack": stack,
+            "inventory": inventory,
+            "trigger": trigger,
+            RECAP_KEY: None,
+            POD_CIDRS_KEY: dict(expected_pod_cidrs),
+        }
         super().__init__(ProvisioningProvider(), name, props, opts)
 
 
@@ -137,4 +191,5 @@ def provision_after(
 ) -> Provisioning:
     """The Provisioning resource for ``stack``; pass depends_on=[node pool] in ``opts``."""
     trigger = inventory.apply(lambda data: trigger_hash(data, spec))
-    return Provisioning(f"{spec.name}-provisioning", stack, inventory, trigger, opts)
+    expected = expected_pod_cidrs(stack, spec)
+    return Provisioning(f"{spec.name}-provisioning", stack, inventory, trigger, expected, opts)

@@ -9,8 +9,8 @@ Pod traffic crosses the VPC with pod addresses (podCidr) as source and destinati
 node's own address. EC2 drops such packets unless the instance's source/destination check is
 off, which is why every node is created with ``source_dest_check=False`` (see pool.py). Within
 one subnet the per-node pod routes the CNI role installs on each host then work as on a LAN;
-between zones the next hop is not on-link, so cross-zone pod routes must be entries in this
-network's route table (`route_table_id`), one pod range per node.
+between zones the next hop is not on-link, so each node's pod range is also an entry in this
+network's route table (`route_table_id`, see pod_routes.py).
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     #: One subnet per availability zone, in the order of `availability_zones`.
     subnet_ids: list[pulumi.Output[str]]
+    #: The one route table every zone subnet is associated with.
     route_table_id: pulumi.Output[str]
     node_security_group_id: pulumi.Output[str]
 

@@ -5,6 +5,9 @@ Every instance: the official Debian 12 AMI, IMDSv2 only (hop limit 1, so pods ca
 the node's credentials), an encrypted gp3 root volume, source/destination check off (pod
 traffic, see network.py), a public address for SSH from `adminCidrs`, the stack's SSH key for
 the image's default user, and the node name as hostname and `Name` tag.
+
+Once provisioning has allocated the nodes' pod ranges, the program asks the pool for the VPC
+routes to them (`route_pod_ranges`, see pod_routes.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import yaml
 
 from kubesmith.backends.aws.load_balancer import ApiLoadBalancer, ApiLoadBalancerArgs
 from kubesmith.backends.aws.network import Network, NetworkArgs, usable_addresses
+from kubesmith.backends.aws.pod_routes import route_pod_ranges
 from kubesmith.backends.aws.tags import resource_tags
 from kubesmith.nodes import Node, Role, node_name
 
@@ -183,6 +187,9 @@ class AwsNodePool(pulumi.ComponentResource):
         self.nodes = pulumi.Output.all(
             *(_node_output(p, args.ssh_user, instances[p.name]) for p in placements)
         )
+        self._provider = provider
+        self._route_table_id = network.route_table_id
+        self._instances = instances
         self.api_load_balancer = pulumi.Output.from_input(None)
         if args.control_planes > 1:
             balancer = ApiLoadBalancer(
@@ -203,3 +210,18 @@ class AwsNodePool(pulumi.ComponentResource):
             )
             self.api_load_balancer = balancer.dns_name
         self.register_outputs({"nodes": self.nodes, "apiLoadBalancer": self.api_load_balancer})
+
+    def route_pod_ranges(
+        self, pod_cidrs: pulumi.Output[dict[str, str]], opts: pulumi.ResourceOptions
+    ) -> None:
+        """A VPC route from each node's pod range to its instance (pod_routes.py).
+
+        ``opts`` names the parent and what the routes wait for (provisioning); they use this
+        pool's AWS provider, so they are made in the spec's region like every other resource.
+        """
+        route_pod_ranges(
+            self._route_table_id,
+            {name: node.primary_network_interface_id for name, node in self._instances.items()},
+            pod_cidrs,
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(provider=self._provider)),
+        )
