@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/yamllint -s .
 	$(BIN)/ruff check playbooks
 	$(BIN)/ruff format --check playbooks
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --offline --profile production playbooks
+	ANSIBLE_CONFIG=playbooks/ansible.cfg PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --offline --profile production playbooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -9,6 +9,8 @@
 - ``binary_releases``: Kubernetes binaries in node_prep's release format, so the roles install
   them with node_prep's tasks (versioned directory, links in the bin directory);
 - ``kubeconfig_files``: the kubeconfigs a role writes, as managed files;
+- ``file_specs``: managed-file entries reduced to what the ``kubesmith_files`` module takes
+  (roles tag entries with their own keys, such as ``restart`` or ``service``);
 - ``files_probe`` / ``stale_files``: the roles' probe-then-act pattern. One shell command per
   node prints a line per managed file (checksum, mode, owner); only files whose line differs
   from what the role would write are written, so a converged node costs that one command.
@@ -140,6 +142,14 @@ def stale_files(files: Sequence[Mapping[str, Any]], probe_lines: Sequence[str]) 
     return [item for item in files if _expected_line(item) not in present]
 
 
+#: The options of playbooks/library/kubesmith_files.py for one file.
+_FILE_SPEC_KEYS = ("dest", "content", "mode", "owner", "group", "validate")
+
+
+def file_specs(files: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: f[k] for k in _FILE_SPEC_KEYS if f.get(k) is not None} for f in files]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -147,6 +157,7 @@ class FilterModule:
             "systemd_command": systemd_command,
             "systemd_unit": systemd_unit,
             "binary_releases": binary_releases,
+            "file_specs": file_specs,
             "files_probe": files_probe,
             "kubeconfig_files": kubeconfig_files,
             "stale_files": stale_files,
