@@ -4,7 +4,9 @@ What is checked: the resource reaches the engine as a dynamic resource carrying 
 over inventory, playbooks, versions and spec; the trigger moves exactly when one of those
 does; the provider re-runs on a trigger change only and never replaces; create writes the
 stack's inventory and runs the provisioning glue (replaced here by a recorder, since it needs
-real nodes: the glue itself runs for real in tests/integration/test_provision.py).
+real nodes: the glue itself runs for real in tests/integration/test_provision.py); the pod
+ranges it reports and expects; and that the LXD node provider edits the known_hosts file the
+run names for Ansible.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
 from kubesmith import versions
+from kubesmith.backends.lxd.provider import stack_known_hosts
 from kubesmith.inventory import build_inventory
+from kubesmith.local.connection import labels
 from kubesmith.local.instances import node_plan
 from kubesmith.nodes import Node
 from kubesmith.paths import package_dir, stack_dir
@@ -34,6 +38,7 @@ from kubesmith.provision.pulumi_resource import (
     provision_after,
     trigger_hash,
     used_pod_cidrs,
+    with_controller_paths,
 )
 from kubesmith.provision.runner import HostStats, RunResult, playbooks_dir
 from kubesmith.spec import ClusterSpec, parse_cluster
@@ -263,3 +268,21 @@ def test_a_failed_run_fails_the_resource(monkeypatch: pytest.MonkeyPatch, tmp_pa
         KubesmithError, match=r"provisioning failed on local-cp-1: task 'Etcd \| wait"
     ):
         ProvisioningProvider().create({"stack": "local", "inventory": inventory(), "trigger": "t"})
+
+
+# --- the LXD node provider keeps the pins of this run's known_hosts in step ------------------
+
+
+def test_lxd_provider_edits_the_known_hosts_the_run_gives_ansible() -> None:
+    """A replaced LXD node's old host key is dropped from the file Ansible checks; both sides
+    must therefore name the same file (the provider's create/delete run in
+    tests/integration/test_lxd_provider.py)."""
+
+    def node(name: str) -> dict[str, Any]:
+        return {"name": name, "labels": labels(stack="local", role="worker")}
+
+    known_hosts = stack_known_hosts(node("local-worker-1"))
+    ansible_args = with_controller_paths("local", inventory())["all"]["vars"]
+    assert f"UserKnownHostsFile={known_hosts.path} " in ansible_args["ansible_ssh_common_args"]
+    # Nodes of one stack share one KnownHosts (and its lock): the engine creates them at once.
+    assert stack_known_hosts(node("local-worker-2")) is known_hosts

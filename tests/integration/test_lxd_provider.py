@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 
+import paramiko
 import pytest
 
 from kubesmith.backends.lxd import provider as provider_module
-from kubesmith.backends.lxd.provider import LxdNodeProvider, node_props
+from kubesmith.backends.lxd.provider import LxdNodeProvider, node_props, stack_known_hosts
 from kubesmith.errors import KubesmithError
 from kubesmith.local.connection import labels
 from kubesmith.local.instances import get_instance, image_source, stack_node
@@ -90,3 +91,38 @@ def test_a_failed_create_leaves_nothing_behind(
         LxdNodeProvider().create(props)
 
     assert get_instance(client, str(props["name"])) is None
+
+
+def test_create_and_delete_drop_the_stale_host_key_of_the_address(
+    lxd_ready: LxdHost, scratch: Scratch
+) -> None:
+    """A replacement node often gets its predecessor's address with a new host key; the
+    stack's pinned known_hosts must not go on refusing it."""
+    props = worker_props(lxd_ready, unique_name())
+    scratch.instances.append(str(props["name"]))
+    known_hosts = stack_known_hosts(props)
+    # Earlier nodes' keys pinned for every address the bridge can hand out: whichever the
+    # new node gets is stale.
+    stale = paramiko.ECDSAKey.generate()
+    pins = paramiko.HostKeys()
+    subnet = [str(a) for a in lxd_ready.lxd.subnet_network.hosts()]
+    for address in subnet:
+        pins.add(address, stale.get_name(), stale)
+    pins.save(str(known_hosts.path))
+    provider = LxdNodeProvider()
+
+    created = provider.create(props)
+
+    assert created.outs is not None
+    address = created.outs["private_address"]
+    left = known_hosts.load()
+    assert address not in left
+    assert sorted(left.keys()) == sorted(a for a in subnet if a != address), "only its pin"
+
+    # Provisioning learns the node's key (accept-new); deleting the node drops it again.
+    known_hosts.learn(address, paramiko.ECDSAKey.generate())
+    provider.delete(created.id, created.outs)
+
+    assert get_instance(lxd_ready.client(), created.id) is None
+    assert address not in known_hosts.load()
+    assert len(known_hosts.load().keys()) == len(subnet) - 1

@@ -4,19 +4,26 @@ No Pulumi plugin is needed: the engine runs this Python code itself. Every input
 what the node is (image, profile, limits, labels, key, resolver) forces a replacement, deleted
 before the new node is created because the name is the node's identity. The address is read
 back from LXD.
+
+A replaced node often gets the address its predecessor had, with a new host key. So create and
+delete both drop the address's pinned key from the stack's known_hosts (the file the
+provisioning run pins host keys in, with accept-new): the next run learns the new key instead
+of refusing the node, as labs do (kubesmith.local.lab).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
 from kubesmith.errors import KubesmithError
-from kubesmith.local.connection import connect
+from kubesmith.local.connection import LABEL_PREFIX, connect
 from kubesmith.local.instances import (
     ADDRESS_TIMEOUT_S,
     ImageSource,
@@ -27,6 +34,8 @@ from kubesmith.local.instances import (
     node_address,
     wait_for_address,
 )
+from kubesmith.local.ssh import KnownHosts
+from kubesmith.paths import stack_dir
 
 #: Inputs that decide what the node is; a change to any of them means a new node.
 REPLACE_ON = (
@@ -76,6 +85,20 @@ def node_from_props(props: Mapping[str, Any]) -> NodeSpec:
     )
 
 
+#: One KnownHosts per file for this process: the engine creates and deletes nodes in parallel
+#: threads, and each KnownHosts serialises the edits made through it.
+_KNOWN_HOSTS: dict[Path, KnownHosts] = {}
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def stack_known_hosts(props: Mapping[str, Any]) -> KnownHosts:
+    """The known_hosts of the node's stack (its ``stack`` label), as the provisioning run
+    names it for Ansible (kubesmith.provision.pulumi_resource.with_controller_paths)."""
+    path = stack_dir(str(props["labels"][f"{LABEL_PREFIX}stack"])) / "known_hosts"
+    with _KNOWN_HOSTS_LOCK:
+        return _KNOWN_HOSTS.setdefault(path, KnownHosts(path))
+
+
 class LxdNodeProvider(ResourceProvider):
     """Create, read, diff and delete one LXD node."""
 
@@ -92,6 +115,8 @@ class LxdNodeProvider(ResourceProvider):
         try:
             create_node(client, node)
             address = wait_for_address(client, node.name, ADDRESS_TIMEOUT_S)
+            # The address may have been another node's: that node's key is pinned for it.
+            stack_known_hosts(props).forget([address])
         except BaseException:
             # Pulumi records nothing for a failed create: leave nothing behind either.
             with contextlib.suppress(Exception):
@@ -112,8 +137,12 @@ class LxdNodeProvider(ResourceProvider):
             changes=bool(replaces), replaces=replaces, delete_before_replace=bool(replaces)
         )
 
-    def delete(self, id_: str, _props: dict[str, Any]) -> None:
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
         delete_node(connect(), id_)
+        # The address goes back to LXD's DHCP for the next node (the replacement, often).
+        address = props.get("private_address")
+        if address:
+            stack_known_hosts(props).forget([address])
 
 
 class LxdNode(Resource, module="kubesmith", name="LxdNode"):
