@@ -11,7 +11,8 @@ backends whose network must route the ranges (AWS) build their routes from it. T
 also passes the ranges it expects as an input under the same key. While a preview shows this
 resource being created or updated, the engine reports its inputs as its outputs, so the
 routes keep known, unchanged ranges in the preview instead of unknown ones (which would show
-every route replaced). The diff still looks at the trigger alone.
+every route replaced). The diff still looks at the trigger alone, plus whether the last
+outputs hold ranges at all (a state from before they existed).
 
 Wiring (kubesmith.program, after the node pool):
 
