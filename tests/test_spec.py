@@ -135,3 +135,72 @@ def test_model_round_trips_through_its_aliases() -> None:
     spec = parse_cluster(stack_cluster("prod"))
     again = ClusterSpec.model_validate(spec.model_dump(by_alias=True))
     assert again == spec
+
+
+# --- the pod network (cni) ------------------------------------------------------------------
+
+
+def test_the_pod_network_defaults_to_the_bridge_cni() -> None:
+    spec = parse_cluster(stack_cluster("local"))
+    assert spec.cni.plugin == "bridge"
+    assert spec.cni.flannel_backend is None
+
+
+@pytest.mark.parametrize(("backend", "in_effect"), [(None, "vxlan"), ("host-gw", "host-gw")])
+def test_flannel_backend_defaults_to_vxlan(backend: str | None, in_effect: str) -> None:
+    raw = stack_cluster("local")
+    raw["cni"] = {"plugin": "flannel", **({"flannelBackend": backend} if backend else {})}
+    spec = parse_cluster(raw)
+    assert (spec.cni.plugin, spec.cni.backend) == ("flannel", in_effect)
+    # What a lab re-validates (kubesmith.local.lab.lab_spec) is the same choice.
+    assert parse_cluster(spec.model_dump(by_alias=True, exclude_none=True)).cni == spec.cni
+
+
+@pytest.mark.parametrize(
+    ("cni", "message"),
+    [
+        (
+            {"plugin": "calico"},
+            "kubesmith:cluster.cni.plugin: must be one of 'bridge' or 'flannel', got 'calico'",
+        ),
+        (
+            {"plugin": "flannel", "flannelBackend": "udp"},
+            "kubesmith:cluster.cni.flannelBackend: must be one of 'vxlan' or 'host-gw', got 'udp'",
+        ),
+        (
+            {"flannelBackend": "vxlan"},
+            "kubesmith:cluster.cni.flannelBackend: applies to plugin flannel only, "
+            "plugin is 'bridge'",
+        ),
+        ({"plugn": "flannel"}, "kubesmith:cluster.cni.plugn: unknown key (did you mean 'plugin'?)"),
+        ("flannel", "kubesmith:cluster.cni: must be a mapping, got 'flannel'"),
+    ],
+)
+def test_bad_pod_network_settings_are_one_line_each(cni: object, message: str) -> None:
+    raw = stack_cluster("local")
+    raw["cni"] = cni
+    assert problems(raw) == [message]
+
+
+def test_a_bad_plugin_is_not_also_blamed_on_the_backend() -> None:
+    raw = stack_cluster("local")
+    raw["cni"] = {"plugin": "calico", "flannelBackend": "vxlan"}
+    (message,) = problems(raw)
+    assert message.startswith("kubesmith:cluster.cni.plugin: ")
+
+
+def test_host_gw_is_refused_across_aws_zones() -> None:
+    """host-gw routes to the other node directly: in another zone (subnet) it is no next hop."""
+    raw = stack_cluster("prod")
+    raw["cni"] = {"plugin": "flannel", "flannelBackend": "host-gw"}
+    zones = len(raw["aws"]["availabilityZones"])
+    assert problems(raw) == [
+        "kubesmith:cluster.cni.flannelBackend: host-gw routes pods only between nodes on one "
+        f"subnet, aws.availabilityZones has {zones}; use vxlan"
+    ]
+    raw["cni"] = {"plugin": "flannel"}
+    assert parse_cluster(raw).cni.backend == "vxlan"
+    raw = stack_cluster("dev")
+    raw["aws"]["availabilityZones"] = raw["aws"]["availabilityZones"][:1]
+    raw["cni"] = {"plugin": "flannel", "flannelBackend": "host-gw"}
+    assert parse_cluster(raw).cni.backend == "host-gw"

@@ -41,6 +41,8 @@ def cluster_vars(spec: ClusterSpec, endpoint: str) -> dict[str, Any]:
         "kubesmith_production": spec.production,
         "kubesmith_kubernetes_version": spec.kubernetes_version,
         "kubesmith_pod_cidr": spec.pod_cidr,
+        "kubesmith_cni_plugin": spec.cni.plugin,
+        "kubesmith_flannel_backend": spec.cni.backend,
         "kubesmith_service_cidr": spec.service_cidr,
         "kubesmith_cluster_dns": spec.dns_address,
         "kubesmith_api_service_address": spec.api_service_address,

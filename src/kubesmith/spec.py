@@ -24,6 +24,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -194,6 +195,41 @@ class ArtifactsSpec(_Model):
         return value
 
 
+CniPlugin = Literal["bridge", "flannel"]
+FlannelBackend = Literal["vxlan", "host-gw"]
+
+
+class CniSpec(_Model):
+    """The pod network: how pods on different nodes reach each other.
+
+    ``bridge`` (the hard way): kubesmith carves a /24 of podCidr per node, puts the node's
+    pods on a local bridge and routes every other node's /24 to it (no overlay, no daemon).
+    ``flannel``: the flannel add-on; the controller-manager hands out the /24s and flannel
+    carries pod traffic between nodes over ``flannelBackend``: ``vxlan`` (the default)
+    encapsulates it, so it crosses subnets and zones; ``host-gw`` routes it unencapsulated,
+    which needs every node on one layer-2 network.
+    """
+
+    plugin: CniPlugin = "bridge"
+    flannel_backend: FlannelBackend | None = None
+
+    @field_validator("flannel_backend")
+    @classmethod
+    def _backend_needs_flannel(
+        cls, value: FlannelBackend | None, info: ValidationInfo
+    ) -> FlannelBackend | None:
+        # A broken plugin value is reported on its own key; judge only a valid one.
+        plugin = info.data.get("plugin")
+        if value is not None and plugin is not None and plugin != "flannel":
+            raise ValueError(f"applies to plugin flannel only, plugin is {plugin!r}")
+        return value
+
+    @property
+    def backend(self) -> FlannelBackend:
+        """The flannel backend in effect (vxlan unless flannelBackend says otherwise)."""
+        return self.flannel_backend or "vxlan"
+
+
 class AppRef(_Model):
     """An application from templates/apps/ to deploy on the cluster, with stack-level values."""
 
@@ -220,6 +256,7 @@ class ClusterSpec(_Model):
     pod_cidr: Cidr = "10.244.0.0/16"
     service_cidr: Cidr = "10.96.0.0/12"
     cluster_dns: StrictStr | None = None
+    cni: CniSpec = Field(default_factory=CniSpec)
     lxd: LxdSpec | None = None
     aws: AwsSpec | None = None
     apps: list[AppRef] = Field(default_factory=list)
@@ -464,6 +501,19 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> Iterator[str]:
                     "API to the internet; not allowed when production is true"
                 )
     zones = section.get("availabilityZones")
+    cni = raw.get("cni")
+    if (
+        backend == "aws"
+        and isinstance(cni, Mapping)
+        and cni.get("flannelBackend") == "host-gw"
+        and isinstance(zones, list)
+        and len(zones) > 1
+    ):
+        # Each zone is its own subnet: a node in another zone is no direct next hop.
+        yield (
+            f"{_key_path(('cni', 'flannelBackend'))}: host-gw routes pods only between nodes "
+            f"on one subnet, aws.availabilityZones has {len(zones)}; use vxlan"
+        )
     planes = raw.get("controlPlanes", 1)
     if (
         backend == "aws"

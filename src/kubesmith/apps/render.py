@@ -31,7 +31,8 @@ from kubesmith.spec import CONFIG_KEY, ClusterSpec
 
 APPS = "apps"
 ADDONS = "addons"
-#: Namespace of every add-on object (cluster components, as kubeadm places them).
+#: Namespace of add-on objects (cluster components, as kubeadm places them), unless the
+#: add-on's values name its own (flannel: kube-flannel).
 ADDON_NAMESPACE = "kube-system"
 
 
@@ -184,7 +185,7 @@ def render_addon(
         name=addon,
         env="cluster",
         templates=templates_in(templates, directory),
-        namespace=ADDON_NAMESPACE,
+        namespace=str(merged.get("namespace", ADDON_NAMESPACE)),
         instance=addon,
         part_of=str(merged.get("partOf", "kubesmith")),
     )

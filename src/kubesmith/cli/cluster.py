@@ -104,7 +104,7 @@ def list_command(
     if packages:
         listed = "; ".join(f"{name}: {' '.join(p)}" for name, p in packages.items())
         out.print(f"Debian packages (from the nodes' apt sources): {listed}")
-    out.print(f"container images: {' '.join(airgap.images().values())}")
+    out.print(f"container images: {' '.join(airgap.images(spec).values())}")
 
 
 @artifacts_app.command("fetch")

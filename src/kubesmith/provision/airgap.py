@@ -25,6 +25,8 @@ from kubesmith.spec import ClusterSpec
 ARCHES = ("amd64", "arm64")
 #: Images the cluster pulls: the pod sandbox, CoreDNS (and the smoke test's).
 IMAGES = ("sandbox", "coredns", "smoke")
+#: Images of the flannel add-on, pulled only when kubesmith:cluster.cni.plugin is flannel.
+FLANNEL_IMAGES = ("flannel", "flannel_cni_plugin")
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,9 @@ def distro_packages(spec: ClusterSpec) -> dict[str, tuple[str, ...]]:
     }
 
 
-def images() -> dict[str, str]:
-    return {name: versions.image(name) for name in IMAGES}
+def images(spec: ClusterSpec) -> dict[str, str]:
+    names = IMAGES + (FLANNEL_IMAGES if spec.cni.plugin == "flannel" else ())
+    return {name: versions.image(name) for name in names}
 
 
 def verified_size(download: Download) -> int | None:

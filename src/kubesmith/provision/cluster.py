@@ -2,8 +2,9 @@
 
 ``prepare`` runs inside ``provisioner.provision`` after the PKI and the component downloads:
 it checks the user's extra flags against the cluster's minor, creates (once) the Secrets
-encryption key, allocates the nodes' pod ranges, renders the CoreDNS add-on through the
-project's template engine and the RBAC the control plane bootstraps, and, unless the
+encryption key, allocates the nodes' pod ranges (bridge CNI) or refuses a pod network switch,
+renders the add-ons (flannel when chosen, CoreDNS) through the project's template engine and
+the RBAC the control plane bootstraps, and, unless the
 Kubernetes binaries are turned off, fetches and verifies the server tarball for every node
 architecture and unpacks the binaries. The result is a set of extra variables for site.yml.
 
@@ -16,6 +17,7 @@ obtain the binaries.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +35,10 @@ from kubesmith.provision.clusterfacts import (
 )
 from kubesmith.provision.encryption import PROVIDER_VAR, ensure_config
 from kubesmith.provision.flags import EXTRA_ARGS_VAR, extra_args_problems
+from kubesmith.provision.hostvars import RELEASE_BIN_DIRS
 from kubesmith.provision.kube_binaries import ServerTarball
 from kubesmith.provision.pki_kubernetes import ADMINS_GROUP, KubernetesPki
-from kubesmith.provision.podcidr import allocate
+from kubesmith.provision.podcidr import NODE_PREFIX, allocate
 from kubesmith.provision.runner import playbooks_dir
 from kubesmith.provision.target import Target
 
@@ -46,6 +49,11 @@ MANAGED_LABELS = {"app.kubernetes.io/managed-by": "kubesmith"}
 
 #: The Kubernetes version the cluster was last provisioned with (upgrades go one minor at a time).
 VERSION_FILE = "kubernetes-version"
+#: The pod network the cluster was provisioned with ("bridge", "flannel vxlan", ...).
+POD_NETWORK_FILE = "pod-network"
+#: Where Debian's containernetworking-plugins installs CNI plugins (the containerd role points
+#: containerd there for source distro); releases go to RELEASE_BIN_DIRS["cni_plugins"].
+DISTRO_CNI_BIN_DIR = "/usr/lib/cni"
 
 #: Reads the release architecture of hosts (provisioner.probe_architectures).
 Probe = Callable[[Target, Sequence[str]], dict[str, str]]
@@ -139,6 +147,77 @@ def coredns_manifests(facts: ClusterFacts) -> list[dict[str, Any]]:
         "image": versions.image("coredns"),
     }
     return render_addon("coredns", values, templates=templates_dir(playbooks_dir().parent))
+
+
+def cni_bin_dir(target: Target) -> str:
+    """The nodes' CNI plugin directory (containerd's bin_dir), where flannel adds its plugin."""
+    if target.artifacts.source("cni_plugins") == "release":
+        return RELEASE_BIN_DIRS["cni_plugins"]
+    return DISTRO_CNI_BIN_DIR
+
+
+def flannel_manifests(facts: ClusterFacts, cni_bin_dir: str) -> list[dict[str, Any]]:
+    """The flannel add-on for the cluster's pod network and backend (templates/addons)."""
+    values = {
+        "network": facts.pod_cidr,
+        "backend": facts.flannel_backend,
+        "image": versions.image("flannel"),
+        "cniPluginImage": versions.image("flannel_cni_plugin"),
+        "cniBinDir": cni_bin_dir,
+    }
+    return render_addon("flannel", values, templates=templates_dir(playbooks_dir().parent))
+
+
+def _pod_network(facts: ClusterFacts) -> str:
+    if facts.cni_plugin == "flannel":
+        return f"flannel {facts.flannel_backend}"
+    return facts.cni_plugin
+
+
+def check_pod_network(target: Target, facts: ClusterFacts) -> None:
+    """Refuse to change the pod network of a cluster that has one.
+
+    Switching would leave running pods with addresses, routes and CNI files of the old
+    network on every node (and flannel's backend must not change under a running flannel).
+    A cluster provisioned before the choice existed recorded only its version: bridge.
+    """
+    path = target.state_dir / POD_NETWORK_FILE
+    if path.is_file():
+        current = path.read_text(encoding="ascii").strip()
+    elif (target.state_dir / VERSION_FILE).is_file():
+        current = "bridge"
+    else:
+        return
+    wanted = _pod_network(facts)
+    if current != wanted:
+        raise UserError(
+            f"kubesmith:cluster.cni: the cluster was provisioned with {current}, the config asks "
+            f"for {wanted}; kubesmith does not switch the pod network of a provisioned cluster "
+            f"(set cni back to {current}, or recreate the cluster)",
+            hint="see docs/cluster.md#pod-network",
+        )
+
+
+def record_pod_network(target: Target, facts: ClusterFacts) -> None:
+    target.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = target.state_dir / POD_NETWORK_FILE
+    path.write_text(_pod_network(facts) + "\n", encoding="ascii")
+
+
+def _check_room_for_nodes(facts: ClusterFacts, nodes: Sequence[str]) -> None:
+    """What podcidr.allocate checks for the bridge CNI, for ranges the controller hands out."""
+    network = ipaddress.IPv4Network(facts.pod_cidr)
+    if network.prefixlen > NODE_PREFIX:
+        raise UserError(
+            f"kubesmith:cluster.podCidr: {network} is smaller than one node's /{NODE_PREFIX}; "
+            f"use a /{NODE_PREFIX} or larger network"
+        )
+    room = 2 ** (NODE_PREFIX - network.prefixlen)
+    if len(nodes) > room:
+        raise UserError(
+            f"kubesmith:cluster.podCidr: {network} has room for {room} nodes "
+            f"(one /{NODE_PREFIX} each), the inventory has {len(nodes)}"
+        )
 
 
 def _check_extra_args(target: Target, facts: ClusterFacts) -> None:
@@ -242,18 +321,29 @@ def prepare(
     facts = cluster_facts(target.inventory)
     _check_extra_args(target, facts)
     check_upgrade(target, facts)
+    check_pod_network(target, facts)
     provider = str(
         extravars.get(PROVIDER_VAR) or target.inventory.all_vars.get(PROVIDER_VAR) or "secretbox"
     )
     encryption_config, _ = ensure_config(target.pki_dir, provider)
-    pod_cidrs = allocate(facts.pod_cidr, target.inventory.hosts_in("k8s_cluster"), target.state_dir)
+    nodes = target.inventory.hosts_in("k8s_cluster")
+    flannel = facts.cni_plugin == "flannel"
+    # With flannel the controller-manager hands out the nodes' ranges; kubesmith keeps none.
+    if flannel:
+        _check_room_for_nodes(facts, nodes)
+    pod_cidrs = {} if flannel else allocate(facts.pod_cidr, nodes, target.state_dir)
     enabled = binaries_enabled(target.inventory, extravars)
     prepared = Prepared(
         extravars={
             BINARIES_VAR: enabled,
             "kubesmith_cluster_domain": CLUSTER_DOMAIN,
             "kubesmith_encryption_config": str(encryption_config),
+            "kubesmith_cni_plugin": facts.cni_plugin,
+            "kubesmith_node_cidr_mask_size": NODE_PREFIX,
             "kubesmith_pod_cidrs": {host: str(cidr) for host, cidr in pod_cidrs.items()},
+            "kubesmith_flannel_manifests": (
+                flannel_manifests(facts, cni_bin_dir(target)) if flannel else []
+            ),
             "kubesmith_rbac_manifests": bootstrap_rbac(),
             "kubesmith_coredns_manifests": coredns_manifests(facts),
             "kubesmith_kubernetes_files": {},
@@ -265,4 +355,5 @@ def prepare(
             target, arch_of, probe, facts, prepared
         )
     record_version(target, facts)
+    record_pod_network(target, facts)
     return prepared

@@ -10,16 +10,23 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from kubesmith.errors import UserError
 from kubesmith.provision.inventory_file import Inventory
+from kubesmith.spec import CniPlugin, FlannelBackend
 
 #: The DNS domain of Services; kubelet, CoreDNS and the apiserver certificate agree on it.
 CLUSTER_DOMAIN = "cluster.local"
 #: Inventory variable that turns the Kubernetes binaries off (configuration-only runs).
 BINARIES_VAR = "kubesmith_kubernetes_binaries"
+#: The pod network choice (kubesmith:cluster.cni): variable -> (allowed values, the value an
+#: inventory written before the choice existed means).
+POD_NETWORK_VARS: dict[str, tuple[tuple[str, ...], str]] = {
+    "kubesmith_cni_plugin": (get_args(CniPlugin), "bridge"),
+    "kubesmith_flannel_backend": (get_args(FlannelBackend), "vxlan"),
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,8 @@ class ClusterFacts:
     cluster_dns: str
     api_service_address: str
     api_endpoint: str
+    cni_plugin: str = "bridge"
+    flannel_backend: str = "vxlan"
 
     @property
     def minor(self) -> str:
@@ -66,6 +75,14 @@ def _require(all_vars: Mapping[str, Any], key: str, where: str) -> str:
     return str(value)
 
 
+def _choice(all_vars: Mapping[str, Any], key: str, where: str) -> str:
+    allowed, default = POD_NETWORK_VARS[key]
+    value = all_vars.get(key, default)
+    if value not in allowed:
+        raise UserError(f"{where}: {key} {value!r} is not one of {', '.join(allowed)}")
+    return str(value)
+
+
 def cluster_facts(inventory: Inventory) -> ClusterFacts:
     where = str(inventory.path)
     all_vars = inventory.all_vars
@@ -78,6 +95,8 @@ def cluster_facts(inventory: Inventory) -> ClusterFacts:
         cluster_dns=_require(all_vars, "kubesmith_cluster_dns", where),
         api_service_address=_require(all_vars, "kubesmith_api_service_address", where),
         api_endpoint=_require(all_vars, "kubesmith_api_endpoint", where),
+        cni_plugin=_choice(all_vars, "kubesmith_cni_plugin", where),
+        flannel_backend=_choice(all_vars, "kubesmith_flannel_backend", where),
     )
     for key, value in (
         ("kubesmith_pod_cidr", facts.pod_cidr),
