@@ -170,7 +170,13 @@ def test_one_subnet_per_zone_inside_the_vpc(runs: dict[str, ProgramRun], stack: 
     spec = spec_of(stack)
     assert spec.aws is not None
     subnets = runs[stack].of_type(SUBNET)
-    assert [s.inputs["availabilityZone"] for s in subnets] == spec.aws.availability_zones
+    # Registrations reach the engine in no fixed order: match subnets by zone, not position.
+    by_zone = {s.inputs["availabilityZone"]: s.inputs["cidrBlock"] for s in subnets}
+    assert len(subnets) == len(by_zone)
+    assert sorted(by_zone) == sorted(spec.aws.availability_zones)
+    # Zone n has the VPC's slot n, so adding a zone never moves an existing subnet.
+    slots = zone_subnets(spec.aws.vpc_network, len(spec.aws.availability_zones))
+    assert [by_zone[z] for z in spec.aws.availability_zones] == [str(n) for n in slots]
     networks = [ipaddress.IPv4Network(s.inputs["cidrBlock"]) for s in subnets]
     assert all(n.subnet_of(spec.aws.vpc_network) for n in networks)
     assert not any(a.overlaps(b) for i, a in enumerate(networks) for b in networks[i + 1 :])
