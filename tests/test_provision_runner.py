@@ -151,3 +151,22 @@ def test_a_check_run_does_not_make_the_next_run_a_check(tmp_path: Path) -> None:
     assert real.artifact_dir is not None
     assert "--check" in (checked.artifact_dir / "command").read_text()
     assert "--check" not in (real.artifact_dir / "command").read_text()
+
+
+def test_a_run_that_fails_outside_any_task_says_why(tmp_path: Path) -> None:
+    inventory = _inventory(tmp_path, _closed_port())
+    result = run_playbook(
+        RunRequest(
+            private_data_dir=tmp_path / "run",
+            inventory=inventory,
+            tags=["prep"],
+            limit="no-such-host",
+        )
+    )
+    assert not result.ok
+    assert not result.failures
+    with pytest.raises(
+        KubesmithError, match=r"^provision failed: ansible-runner ended .*: .+"
+    ) as e:
+        result.raise_for_failure("provision")
+    assert "no-such-host" in str(e.value) or "limit" in str(e.value)

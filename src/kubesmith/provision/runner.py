@@ -8,6 +8,7 @@ so those artifacts hold paths and checksums, never keys.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -59,6 +60,9 @@ class RunResult:
     failures: list[Failure] = field(default_factory=list)
     artifact_dir: Path | None = None
     seconds: float = 0.0
+    #: Ansible's own error when the run failed before or outside any task (a playbook that
+    #: does not parse, a bad option): the first error line it printed.
+    error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -74,7 +78,10 @@ class RunResult:
             others = len({f.host for f in self.failures} - {first.host})
             more = f" (and {others} more host{'s' if others > 1 else ''})" if others else ""
             raise KubesmithError(f"{what} failed on {first.describe()}{more}")
-        raise KubesmithError(f"{what} failed: ansible-runner ended {self.status} (rc {self.rc})")
+        reason = f": {self.error}" if self.error else ""
+        raise KubesmithError(
+            f"{what} failed: ansible-runner ended {self.status} (rc {self.rc}){reason}"
+        )
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,25 @@ class _Collector:
                 setattr(self.stats.setdefault(host, HostStats()), attr, int(count))
 
 
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_error(artifact_dir: Path) -> str:
+    """Ansible's first `[ERROR]: ...` / `ERROR! ...` line in a run's output artifacts."""
+    lines: list[str] = []
+    for name in ("stdout", "stderr"):
+        try:
+            text = (artifact_dir / name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        lines += _COLOUR.sub("", text).splitlines()
+    for line in lines:
+        text = line.strip()
+        if text.startswith(("[ERROR]:", "ERROR!")):
+            return text.removeprefix("[ERROR]:").removeprefix("ERROR!").strip()[:300]
+    return ""
+
+
 def run_playbook(request: RunRequest, on_event: EventHandler | None = None) -> RunResult:
     playbooks = playbooks_dir()
     if not (playbooks / request.playbook).is_file():
@@ -188,11 +214,14 @@ def run_playbook(request: RunRequest, on_event: EventHandler | None = None) -> R
         )
     finally:
         shutil.rmtree(control_dir, ignore_errors=True)
+    artifact_dir = Path(runner.config.artifact_dir)
+    rc = int(runner.rc or 0)
     return RunResult(
         status=str(runner.status),
-        rc=int(runner.rc or 0),
+        rc=rc,
         stats=collector.stats,
         failures=collector.failures,
-        artifact_dir=Path(runner.config.artifact_dir),
+        artifact_dir=artifact_dir,
         seconds=time.monotonic() - started,
+        error=_first_error(artifact_dir) if rc and not collector.failures else "",
     )
