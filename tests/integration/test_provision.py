@@ -293,7 +293,7 @@ def test_run_killed_midway_converges_on_rerun(lab: LabNodes) -> None:
     try:
         while time.monotonic() < deadline and process.poll() is None:
             new = [p for p in artifacts.glob("*") if p not in before] if artifacts.exists() else []
-            if new and _events_started(artifacts, "Node prep | install packages"):
+            if new and _events_started(artifacts, "Node prep | start installing packages"):
                 break
             time.sleep(0.5)
         assert process.poll() is None, "the run ended before it could be interrupted"
