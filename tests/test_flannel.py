@@ -498,3 +498,24 @@ def test_artifacts_list_names_the_flannel_images_when_flannel_is_chosen(
     flannel_images = {versions.image("flannel"), versions.image("flannel_cni_plugin")}
     # A bridge cluster pulls neither: listing them would send a site after images it never uses.
     assert flannel_images & set(images) == (flannel_images if plugin == "flannel" else set())
+
+
+@pytest.mark.parametrize(("backend", "routed"), [("lxd", True), ("aws", False)])
+def test_bridge_routes_through_other_nodes_except_on_aws(
+    tmp_path: Path, backend: str, routed: bool
+) -> None:
+    """On AWS the VPC route table carries every node's range; a host route through a node in
+    another zone's subnet would be refused (no direct next hop)."""
+    ranges = {"localhost": "10.50.0.0/24", "peer-1": "10.50.1.0/24"}
+    values = evaluate(
+        tmp_path,
+        {
+            "kubesmith_backend": backend,
+            "kubesmith_cni_plugin": "bridge",
+            "kubesmith_pod_cidr": "10.50.0.0/16",
+            "cni_pod_cidrs": ranges,
+        },
+        {"peers": "__cni_route_peers"},
+        roles=("cni",),
+    )
+    assert values["peers"] == ({"peer-1": "10.50.1.0/24"} if routed else {})

@@ -20,6 +20,7 @@ from kubesmith.backends.aws.load_balancer import ApiLoadBalancerArgs, lb_name
 from kubesmith.backends.aws.network import NetworkArgs, zone_subnets
 from kubesmith.local.instances import node_plan
 from kubesmith.nodes import node_name
+from kubesmith.provision.pulumi_resource import expected_pod_cidrs
 from kubesmith.spec import ClusterSpec, parse_cluster
 from kubesmith.sshkeys import stack_key
 from tests.pulumi_mocks import (
@@ -533,3 +534,18 @@ def test_too_many_routes_for_the_default_quota_warn_before_up(
     monkeypatch.setattr(pod_routes, "DEFAULT_ROUTES_PER_TABLE", 3)
     run = run_program("dev", mocks=ProvisionedMocks(top_slices(spec_of("dev"))))
     assert any("needs 4 routes" in line for line in run.log), run.log
+
+
+def test_flannel_stacks_get_no_pod_routes_and_keep_no_ranges(module_home: Path) -> None:
+    """Flannel routes pod traffic itself; only the bridge network needs the VPC routes."""
+    config = dict(stack_config("dev"))
+    config["kubesmith:cluster"] = {**config["kubesmith:cluster"], "cni": {"plugin": "flannel"}}
+    spec = parse_cluster(config["kubesmith:cluster"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBESMITH_HOME", str(module_home / "flannel"))
+        run = run_program("dev", config, mocks=ProvisionedMocks(top_slices(spec)))
+        assert expected_pod_cidrs("dev", spec) == {}
+    assert not [r for r in run.of_type(ROUTE) if r.name.endswith("-pods")]
+    # The bridge stack of the same shape does get them (the check above is not vacuous).
+    bridge = run_program("dev", mocks=ProvisionedMocks(top_slices(spec_of("dev"))))
+    assert [r for r in bridge.of_type(ROUTE) if r.name.endswith("-pods")]

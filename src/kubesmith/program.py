@@ -99,7 +99,9 @@ class Cluster(pulumi.ComponentResource):
         provisioning = provision_after(
             stack, spec, resolved.apply(lambda r: r.inventory_data), opts=child
         )
-        if isinstance(pool, RoutesPodRanges):
+        # Only the bridge network needs the VPC to route pod ranges; flannel carries pod
+        # traffic between nodes itself (vxlan) or refuses zones it cannot route (host-gw).
+        if isinstance(pool, RoutesPodRanges) and spec.cni.plugin == "bridge":
             pool.route_pod_ranges(
                 provisioning.pod_cidrs,
                 pulumi.ResourceOptions(parent=self, depends_on=[provisioning]),

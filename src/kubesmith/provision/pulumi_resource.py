@@ -91,7 +91,10 @@ def expected_pod_cidrs(stack: str, spec: ClusterSpec) -> dict[str, str]:
     podcidr's own allocation, worked out on a scratch copy of the kept file: a preview must
     not change the state (a node it removes would lose a range it still holds if the
     preview is never applied). The nodes are in inventory order, as the run passes them.
+    None with flannel: the controller-manager allocates its ranges, kubesmith keeps none.
     """
+    if spec.cni.plugin != "bridge":
+        return {}
     kept = stack_dir(stack) / ALLOCATIONS_FILE
     nodes = [name for name, _role in node_plan(spec)]
     with tempfile.TemporaryDirectory(prefix="kubesmith-pod-cidrs-") as scratch:
@@ -105,12 +108,13 @@ def used_pod_cidrs(target: Target) -> dict[str, str]:
     """The pod range of every node as provisioning ``target`` allocated them.
 
     The same call as kubesmith.provision.cluster.prepare makes: with the ranges already kept
-    it returns them and writes nothing.
+    it returns them and writes nothing. None with flannel (see expected_pod_cidrs).
     """
     inventory = target.inventory
-    allocation = allocate(
-        cluster_facts(inventory).pod_cidr, inventory.hosts_in("k8s_cluster"), target.state_dir
-    )
+    facts = cluster_facts(inventory)
+    if facts.cni_plugin != "bridge":
+        return {}
+    allocation = allocate(facts.pod_cidr, inventory.hosts_in("k8s_cluster"), target.state_dir)
     return {node: str(cidr) for node, cidr in allocation.items()}
 
 
