@@ -1,10 +1,13 @@
 """A whole cluster on an LXD lab: provision with the binaries, the smoke test, the admin
 kubeconfig from the controller, and an idempotent re-run. `make e2e` runs this file.
 
-Two shapes: the `local` stack's (one control plane and its workers) and local HA (three
-control planes behind each worker's API proxy, one worker). Release files come from
+Three shapes: the `local` stack's (one control plane and its workers, bridge CNI), local HA
+(three control planes behind each worker's API proxy, one worker) and flannel (one control
+plane, one worker, the flannel add-on instead of the bridge CNI). Release files come from
 KUBESMITH_ARTIFACTS_DIR (served on 127.0.0.1 as the mirror) or, with KUBESMITH_E2E_ONLINE=1,
-from upstream; see conftest.py for when this is skipped.
+from upstream; see conftest.py for when this is skipped. The flannel shape needs
+KUBESMITH_E2E_ONLINE=1: its images come from a registry, which an artifacts directory does
+not serve.
 """
 
 from __future__ import annotations
@@ -26,7 +29,18 @@ from tests.integration.conftest import LxdHost, unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
-SHAPES = {"local": None, "ha": (3, 1)}
+#: name -> (control planes, workers) or None for the local stack's, and the pod network.
+SHAPES: dict[str, tuple[tuple[int, int] | None, str]] = {
+    "local": (None, "bridge"),
+    "ha": ((3, 1), "bridge"),
+    "flannel": ((1, 1), "flannel"),
+}
+
+
+def choose_pod_network(inventory: Path, plugin: str) -> None:
+    data = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    data["all"]["vars"]["kubesmith_cni_plugin"] = plugin
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 def kubesmith(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,11 +61,14 @@ def provisioned(
     """A lab of the shape, provisioned with every component from its upstream release."""
     monkeypatch.setenv("KUBESMITH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KUBESMITH_PROJECT", str(REPO))
-    shape = SHAPES[request.param]
+    shape, plugin = SHAPES[request.param]
+    source = binaries_source()
+    if plugin == "flannel" and source != "online":
+        pytest.skip("flannel's images come from a registry: needs KUBESMITH_E2E_ONLINE=1")
     counts = {} if shape is None else {"control_planes": shape[0], "workers": shape[1]}
     name = unique_name()
     lab = create_lab(name, stack=lxd_ready.stack, socket=lxd_ready.socket, **counts)
-    source = binaries_source()
+    choose_pod_network(lab.inventory_path, plugin)
     args = ["provision", "--inventory", str(lab.inventory_path), "--source", "release"]
     try:
         if source == "online":
