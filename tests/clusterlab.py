@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from kubesmith.inventory import api_endpoint, build_inventory, dump_inventory
@@ -100,3 +102,15 @@ def server_tarball(binaries: dict[str, bytes], prefix: str = "kubernetes/server/
             info.size, info.mode = len(data), 0o755
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def air_project(root: Path, monkeypatch: pytest.MonkeyPatch, **cluster_settings: Any) -> str:
+    """A project at ``root`` whose one stack, `air`, is the local stack with ``cluster_settings``
+    changed; KUBESMITH_PROJECT points at it. Returns the stack's name."""
+    raw = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())["config"]["kubesmith:cluster"]
+    raw.update(cluster_settings)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
+    (root / "Pulumi.air.yaml").write_text(yaml.safe_dump({"config": {"kubesmith:cluster": raw}}))
+    monkeypatch.setenv("KUBESMITH_PROJECT", str(root))
+    return "air"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -17,3 +19,13 @@ def isolated_home(
     home = tmp_path_factory.mktemp("kubesmith-home")
     monkeypatch.setenv("KUBESMITH_HOME", str(home))
     return home
+
+
+def load_plugin(path: Path, name: str) -> ModuleType:
+    """A playbook plugin or module, loaded as Ansible loads it (a file, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

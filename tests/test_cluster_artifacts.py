@@ -23,8 +23,14 @@ from kubesmith.cli import app
 from kubesmith.errors import KubesmithError
 from kubesmith.provision import cluster, kube_binaries
 from kubesmith.provision.target import Target, artifact_cache_dir, for_inventory
-from tests.clusterlab import LocalFiles, local_spec, serve, server_tarball, write_inventory
-from tests.conftest import REPO
+from tests.clusterlab import (
+    LocalFiles,
+    air_project,
+    local_spec,
+    serve,
+    server_tarball,
+    write_inventory,
+)
 
 runner = CliRunner()
 BINARIES = {
@@ -196,16 +202,6 @@ def test_extra_args_are_checked_before_anything_else(tmp_path: Path) -> None:
 # --- the CLI ------------------------------------------------------------------------------
 
 
-def project(root: Path, monkeypatch: pytest.MonkeyPatch, **cluster_settings: Any) -> str:
-    raw = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())["config"]["kubesmith:cluster"]
-    raw.update(cluster_settings)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
-    (root / "Pulumi.air.yaml").write_text(yaml.safe_dump({"config": {"kubesmith:cluster": raw}}))
-    monkeypatch.setenv("KUBESMITH_PROJECT", str(root))
-    return "air"
-
-
 def serve_stack_files(files: LocalFiles, data: dict[str, Any]) -> None:
     files.put(SERVER_URL, TARBALL)
     crictl = data["components"]["crictl"]["version"]
@@ -217,7 +213,7 @@ def test_artifacts_fetch_stores_verified_files_in_the_mirror_layout(
 ) -> None:
     with serve(tmp_path / "www") as files:
         serve_stack_files(files, pinned)
-        stack = project(
+        stack = air_project(
             tmp_path / "p",
             monkeypatch,
             artifacts={"mirrorBaseUrl": files.url, "components": {"crictl": "release"}},
@@ -249,7 +245,7 @@ def test_artifacts_fetch_with_a_wrong_checksum_fails_and_keeps_nothing(
 ) -> None:
     with serve(tmp_path / "www") as files:
         files.put(SERVER_URL, b"a truncated or tampered tarball")
-        stack = project(tmp_path / "p", monkeypatch, artifacts={"mirrorBaseUrl": files.url})
+        stack = air_project(tmp_path / "p", monkeypatch, artifacts={"mirrorBaseUrl": files.url})
         result = runner.invoke(
             app, ["artifacts", "fetch", "-s", stack, "--dest", str(tmp_path / "out")]
         )
@@ -268,7 +264,7 @@ def test_artifacts_fetch_with_a_wrong_checksum_fails_and_keeps_nothing(
 def test_artifacts_list_names_urls_checksums_and_what_comes_from_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = project(
+    stack = air_project(
         tmp_path / "p",
         monkeypatch,
         artifacts={
@@ -299,7 +295,7 @@ def test_commands_refuse_a_version_whose_server_tarball_is_not_pinned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_unpinned: str
 ) -> None:
     """Refused at `config check`, before anything is listed or downloaded."""
-    stack = project(tmp_path / "p", monkeypatch, kubernetesVersion=server_unpinned)
+    stack = air_project(tmp_path / "p", monkeypatch, kubernetesVersion=server_unpinned)
     expected = (
         f"error: kubesmith:cluster.kubernetesVersion: {server_unpinned} has no published server "
         "tarball checksum pinned in versions.yaml; pick one of "
@@ -321,7 +317,7 @@ def test_commands_refuse_a_version_whose_server_tarball_is_not_pinned(
 def test_artifacts_bad_arch_is_a_usage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = project(tmp_path / "p", monkeypatch)
+    stack = air_project(tmp_path / "p", monkeypatch)
     result = runner.invoke(app, ["artifacts", "list", "-s", stack, "--arch", "s390x"])
     assert result.exit_code == 2
     assert "--arch: unknown s390x (known: amd64, arm64)" in result.output
@@ -331,7 +327,7 @@ def test_artifacts_bad_arch_is_a_usage_error(
 def test_artifacts_list_gives_the_size_of_a_verified_cached_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = project(tmp_path / "p", monkeypatch)
+    stack = air_project(tmp_path / "p", monkeypatch)
     tarball = kube_binaries.plan("1.35.1", "amd64", artifact_cache_dir())
     tarball.path.parent.mkdir(parents=True)
     tarball.path.write_bytes(TARBALL)
@@ -349,7 +345,7 @@ def test_artifacts_source_override_lists_every_release_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What to carry to a site that installs releases, from a stack that uses Debian's."""
-    stack = project(tmp_path / "p", monkeypatch)
+    stack = air_project(tmp_path / "p", monkeypatch)
     plain = runner.invoke(app, ["artifacts", "list", "-s", stack])
     released = runner.invoke(app, ["artifacts", "list", "-s", stack, "--source", "release"])
     names = [

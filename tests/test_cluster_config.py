@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import getpass
 import grp
-import importlib.util
 import ipaddress
 import os
 import subprocess
@@ -25,21 +24,15 @@ from kubesmith.provision.cluster import bootstrap_rbac, coredns_manifests
 from kubesmith.provision.clusterfacts import cluster_facts
 from kubesmith.provision.kubeconfig import kubeconfig
 from tests.clusterlab import local_spec, write_inventory
-from tests.conftest import REPO
+from tests.conftest import REPO, load_plugin
 
 ROLES = REPO / "playbooks" / "roles"
 PINNED_MINORS = sorted({".".join(v.split(".")[:2]) for v in versions.kubernetes_versions()})
 
 
 def filters() -> ModuleType:
-    """The playbooks' filter plugin, loaded as Ansible loads it (a file, not a package)."""
-    path = REPO / "playbooks" / "filter_plugins" / "kubesmith.py"
-    spec = importlib.util.spec_from_file_location("kubesmith_filters", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The playbooks' filter plugin."""
+    return load_plugin(REPO / "playbooks" / "filter_plugins" / "kubesmith.py", "kubesmith_filters")
 
 
 # --- encryption at rest -----------------------------------------------------------------

@@ -7,7 +7,6 @@ work; the roles' use of it over SSH is covered by tests/integration/test_provisi
 from __future__ import annotations
 
 import grp
-import importlib.util
 import os
 import pwd
 import stat
@@ -16,20 +15,15 @@ from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, load_plugin
+
 OWNER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
 
 
 @pytest.fixture(scope="module")
 def files() -> ModuleType:
-    path = REPO / "playbooks" / "library" / "kubesmith_files.py"
-    spec = importlib.util.spec_from_file_location("kubesmith_files", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_plugin(REPO / "playbooks" / "library" / "kubesmith_files.py", "kubesmith_files")
 
 
 def _file(dest: Path, content: str, mode: str = "0644", **extra: str) -> dict[str, str]:

@@ -32,7 +32,7 @@ from kubesmith.provision.clusterfacts import cluster_facts
 from kubesmith.provision.inventory_file import Inventory
 from kubesmith.provision.podcidr import ALLOCATIONS_FILE
 from kubesmith.provision.target import Target, for_inventory
-from tests.clusterlab import local_spec, write_inventory
+from tests.clusterlab import air_project, local_spec, write_inventory
 from tests.conftest import REPO
 
 ROLES = REPO / "playbooks" / "roles"
@@ -475,21 +475,11 @@ def test_site_applies_flannel_after_the_nodes_and_before_coredns() -> None:
 # --- air-gapped sites ----------------------------------------------------------------------
 
 
-def project(root: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> str:
-    raw = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())["config"]["kubesmith:cluster"]
-    raw.update(settings)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
-    (root / "Pulumi.air.yaml").write_text(yaml.safe_dump({"config": {"kubesmith:cluster": raw}}))
-    monkeypatch.setenv("KUBESMITH_PROJECT", str(root))
-    return "air"
-
-
 @pytest.mark.parametrize("plugin", ["bridge", "flannel"])
 def test_artifacts_list_names_the_flannel_images_when_flannel_is_chosen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: str
 ) -> None:
-    stack = project(tmp_path, monkeypatch, cni={"plugin": plugin})
+    stack = air_project(tmp_path, monkeypatch, cni={"plugin": plugin})
     result = CliRunner().invoke(app, ["artifacts", "list", "-s", stack], terminal_width=400)
     assert result.exit_code == 0, result.output
     (line,) = [x for x in result.output.splitlines() if x.startswith("container images:")]

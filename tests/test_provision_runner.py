@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import tomllib
 from pathlib import Path
@@ -16,6 +15,7 @@ from kubesmith.inventory import build_inventory, dump_inventory
 from kubesmith.nodes import Node
 from kubesmith.provision.runner import RunRequest, playbooks_dir, run_playbook
 from kubesmith.spec import parse_cluster
+from tests.conftest import load_plugin
 
 BASE = ("prep", "pki", "runtime", "etcd")
 
@@ -104,12 +104,7 @@ def test_stack_without_inventory_points_at_kubesmith_up(
 
 def _toml_filter() -> object:
     path = playbooks_dir() / "roles" / "containerd" / "filter_plugins" / "toml.py"
-    spec = importlib.util.spec_from_file_location("kubesmith_toml_filter", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.to_toml
+    return load_plugin(path, "kubesmith_toml_filter").to_toml
 
 
 def test_to_toml_round_trips_a_containerd_config() -> None:
