@@ -13,7 +13,7 @@ from kubesmith.cli import app
 from kubesmith.errors import KubesmithError
 from kubesmith.inventory import build_inventory, dump_inventory
 from kubesmith.nodes import Node
-from kubesmith.provision.runner import RunRequest, playbooks_dir, run_playbook
+from kubesmith.provision.runner import RunRequest, _message, playbooks_dir, run_playbook
 from kubesmith.spec import parse_cluster
 from tests.conftest import load_plugin
 
@@ -165,3 +165,16 @@ def test_a_run_that_fails_outside_any_task_says_why(tmp_path: Path) -> None:
     ) as e:
         result.raise_for_failure("provision")
     assert "no-such-host" in str(e.value) or "limit" in str(e.value)
+
+
+def test_a_failed_command_is_reported_by_its_last_stderr_line() -> None:
+    """raw and command results say only "non-zero return code": stderr says what failed."""
+    res = {
+        "msg": "non-zero return code",
+        "rc": 1,
+        "stderr": "package installation failed:\nE: Unable to locate package nope\n",
+    }
+    assert _message(res) == "E: Unable to locate package nope"
+    # Without stderr the message stays; other modules' messages are kept as they are.
+    assert _message({"msg": "non-zero return code", "rc": 1}) == "non-zero return code"
+    assert _message({"msg": "Could not find the file", "stderr": "x"}) == "Could not find the file"

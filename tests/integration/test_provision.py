@@ -32,7 +32,10 @@ import pytest
 import yaml
 
 from kubesmith import versions
+from kubesmith.errors import KubesmithError
 from kubesmith.local.lab import create_lab, destroy_lab
+from kubesmith.provision.provisioner import Options, provision
+from kubesmith.provision.target import for_inventory
 from tests.integration.conftest import LxdHost, unique_name
 
 pytestmark = pytest.mark.integration
@@ -501,3 +504,31 @@ def test_missing_group_fails_before_contacting_anyone(lab: LabNodes, tmp_path: P
     needs = "kubesmith needs etcd, kube_control_plane, kube_node, k8s_cluster"
     assert result.stderr.strip() == f"error: {path}: missing group 'etcd' ({needs})"
     assert not (tmp_path / "ansible").exists()
+
+
+def test_a_package_apt_cannot_install_fails_naming_host_task_and_apt_error(
+    lab: LabNodes,
+) -> None:
+    """The background package unit's failure reaches the run as a one-line error; the node
+    keeps no failed unit, and the next run (without the bad package) converges."""
+    kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS)
+    wanted = ["etcd-server", "etcd-client", "containerd", "kubesmith-no-such-package"]
+    target = for_inventory(lab.inventory)
+    outcome = provision(
+        target,
+        Options(
+            tags=TAGS.split(","),
+            limit=CP1,
+            extravars={"kubesmith_host_packages": {CP1: wanted}},
+        ),
+    )
+    with pytest.raises(KubesmithError) as failure:
+        outcome.run.raise_for_failure("provision")
+    message = str(failure.value)
+    assert f"failed on {CP1}: task 'Node prep | wait for the package installation'" in message
+    assert "kubesmith-no-such-package" in message
+    assert "\n" not in message
+    state = lab.run(CP1, "systemctl is-failed kubesmith-packages.service", check=False)
+    assert state.stdout.strip() != "failed"
+    again = kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS, "--limit", CP1)
+    assert "1 hosts provisioned, 0 changes" in again.stdout

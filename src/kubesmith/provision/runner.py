@@ -107,9 +107,16 @@ def ansible_path_env() -> dict[str, str]:
 EventHandler = Callable[[dict[str, Any]], None]
 
 
+#: Ansible's message for a command that exited non-zero: its stderr says more.
+_NONZERO = "non-zero return code"
+
+
 def _message(res: Mapping[str, Any]) -> str:
     """The most useful single line of a failed result (censored results stay censored)."""
-    for key in ("msg", "stderr", "censored", "module_stderr", "stdout"):
+    keys = ("msg", "stderr", "censored", "module_stderr", "stdout")
+    if res.get("msg") == _NONZERO and str(res.get("stderr", "")).strip():
+        keys = ("stderr",)
+    for key in keys:
         value = res.get(key)
         if value:
             lines = [line for line in str(value).strip().splitlines() if line.strip()]
