@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import itertools
 import json
 import os
 import re
@@ -532,3 +533,37 @@ def test_a_package_apt_cannot_install_fails_naming_host_task_and_apt_error(
     assert state.stdout.strip() != "failed"
     again = kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS, "--limit", CP1)
     assert "1 hosts provisioned, 0 changes" in again.stdout
+
+
+def _restart_window(lab: LabNodes, host: str) -> tuple[int, int]:
+    """When etcd last stopped and when it was next active again (the host's monotonic clock,
+    which every LXD node shares)."""
+    shown = lab.run(
+        host,
+        "systemctl show etcd.service -p InactiveEnterTimestampMonotonic"
+        " -p ActiveEnterTimestampMonotonic",
+    ).stdout
+    values = dict(line.split("=", 1) for line in shown.split())
+    return int(values["InactiveEnterTimestampMonotonic"]), int(
+        values["ActiveEnterTimestampMonotonic"]
+    )
+
+
+def test_a_setting_changed_on_every_member_restarts_them_one_at_a_time(lab: LabNodes) -> None:
+    """No outage from a change every member reads: each member is back before the next stops."""
+    kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS)
+    changed = provision(
+        for_inventory(lab.inventory),
+        Options(
+            tags=TAGS.split(","), extravars={"etcd_config_overrides": {"snapshot-count": 9000}}
+        ),
+    )
+    changed.run.raise_for_failure("provision")
+    windows = sorted(_restart_window(lab, host) for host in (CP1, CP2, CP3))
+    for (_, back), (next_stop, _) in itertools.pairwise(windows):
+        assert back < next_stop, windows
+    for host in (CP1, CP2, CP3):
+        assert "snapshot-count: 9000" in lab.run(host, "cat /etc/etcd/etcd.conf.yml").stdout
+    assert healthy(etcdctl(lab, CP1, "endpoint health --cluster")) == 3
+    # Back to the stack's settings (the same rolling restart).
+    kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS)
