@@ -113,7 +113,7 @@ _NONZERO = "non-zero return code"
 
 def _message(res: Mapping[str, Any]) -> str:
     """The most useful single line of a failed result (censored results stay censored)."""
-    keys = ("msg", "stderr", "censored", "module_stderr", "stdout")
+    keys: tuple[str, ...] = ("msg", "stderr", "censored", "module_stderr", "stdout")
     if res.get("msg") == _NONZERO and str(res.get("stderr", "")).strip():
         keys = ("stderr",)
     for key in keys:
