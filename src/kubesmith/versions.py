@@ -173,7 +173,7 @@ def kubernetes_release(version: str) -> KubernetesRelease:
 
 
 def image(name: str) -> str:
-    """A container image pinned under `images:` (sandbox, coredns, smoke)."""
+    """A container image pinned under `images:` (sandbox, coredns, smoke, flannel...)."""
     images = load()["images"]
     if name not in images:
         raise KeyError(f"versions.yaml pins no image {name!r} (images: {', '.join(images)})")

@@ -22,7 +22,7 @@ from kubesmith.provision import artifacts, kube_binaries
 from kubesmith.provision.artifacts import digest_of, verified_download
 from kubesmith.spec import ClusterSpec
 
-ARCHES = ("amd64", "arm64")
+ARCHES = versions.ARCHITECTURES
 #: Images the cluster pulls: the pod sandbox, CoreDNS (and the smoke test's).
 IMAGES = ("sandbox", "coredns", "smoke")
 #: Images of the flannel add-on, pulled only when kubesmith:cluster.cni.plugin is flannel.
