@@ -35,6 +35,7 @@ import yaml
 from kubesmith import versions
 from kubesmith.errors import KubesmithError
 from kubesmith.local.lab import create_lab, destroy_lab
+from kubesmith.provision.podcidr import ALLOCATIONS_FILE
 from kubesmith.provision.provisioner import Options, provision
 from kubesmith.provision.target import for_inventory
 from tests.integration.conftest import LxdHost, unique_name
@@ -399,6 +400,8 @@ def test_second_run_changes_nothing_and_leaks_no_key(lab: LabNodes) -> None:
     leaked = [p for p in run_data.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
     assert leaked == []
     assert "PRIVATE KEY" not in result.stdout + result.stderr
+    # Base-only runs (base.yml) prepare nothing of Kubernetes: no pod ranges were allocated.
+    assert not (for_inventory(lab.inventory).state_dir / ALLOCATIONS_FILE).exists()
     modes = lab.run(
         CP1, "stat -c '%a %n' /etc/kubernetes/pki/*.key /etc/kubernetes/pki/etcd/*.key"
     ).stdout

@@ -17,7 +17,6 @@ from kubesmith import versions
 from kubesmith.errors import KubesmithError
 from kubesmith.provision import artifacts, cluster
 from kubesmith.provision.artifacts import Artifact
-from kubesmith.provision.clusterfacts import BINARIES_VAR
 from kubesmith.provision.hostvars import build_extravars, release_needs
 from kubesmith.provision.kube_binaries import ServerTarball
 from kubesmith.provision.pki import PkiReport
@@ -115,7 +114,7 @@ def fetch_releases(
 
 
 #: site.yml's tags for the node base (node_prep, pki, containerd, etcd): runs limited to these
-#: need none of the Kubernetes preparation (no Kubernetes download, works offline).
+#: run base.yml and need none of the Kubernetes preparation.
 BASE_TAGS = frozenset({"prep", "pki", "runtime", "etcd"})
 
 
@@ -129,23 +128,19 @@ def provision(target: Target, options: Options, on_event: EventHandler | None = 
     releases, arch_of, fetched = fetch_releases(target)
     downloaded: list[Artifact | ServerTarball] = list(fetched)
     extravars = build_extravars(target, pki, releases, arch_of)
-    if options.playbook == SITE_PLAYBOOK:
-        wanted = dict(options.extravars)
-        if not _runs_kubernetes(options.tags):
-            # The Kubernetes roles' variables are still set (their argument checks always
-            # run), but nothing is downloaded for them.
-            wanted[BINARIES_VAR] = False
-        prepared = cluster.prepare(target, arch_of, wanted, probe_architectures)
+    playbook = options.playbook
+    if playbook == SITE_PLAYBOOK and not _runs_kubernetes(options.tags):
+        # The same plays without the Kubernetes ones: nothing of theirs is prepared, parsed or
+        # argument-checked (no download, no pod ranges allocated, works offline).
+        playbook = BASE_PLAYBOOK
+    if playbook == SITE_PLAYBOOK:
+        prepared = cluster.prepare(target, arch_of, dict(options.extravars), probe_architectures)
         extravars.update(prepared.extravars)
         # The Kubernetes roles' Debian packages join node_prep's one apt transaction.
         for host, names in prepared.packages.items():
             extravars["kubesmith_host_packages"].setdefault(host, []).extend(names)
         downloaded += prepared.downloaded
     extravars.update(options.extravars)
-    playbook = options.playbook
-    if playbook == SITE_PLAYBOOK and not _runs_kubernetes(options.tags):
-        # The same plays without parsing and argument-checking the Kubernetes roles (~1.5 s).
-        playbook = BASE_PLAYBOOK
     request = RunRequest(
         private_data_dir=target.runner_dir,
         inventory=target.inventory.path,
