@@ -6,8 +6,8 @@
   continuation line, escaped for systemd (``%`` and ``$`` doubled, values with spaces or
   quotes double-quoted);
 - ``systemd_unit``: an INI unit from {section: {key: value}} (list values repeat the key);
-- ``binary_releases``: Kubernetes binaries in node_prep's release format, so the roles install
-  them with node_prep's tasks (versioned directory, links in the bin directory);
+- ``binary_releases``: Kubernetes binaries in the release role's format, so the roles install
+  them with that role (versioned directory, links in the bin directory);
 - ``kubeconfig_files``: the kubeconfigs a role writes, as managed files;
 - ``file_specs``: managed-file entries reduced to what the ``kubesmith_files`` module takes
   (roles tag entries with their own keys, such as ``restart`` or ``service``);
@@ -73,7 +73,7 @@ def systemd_unit(sections: Mapping[str, Mapping[str, Any]], header: str = "") ->
 def binary_releases(
     files: Mapping[str, str], names: list[str], version: str, bin_dir: str
 ) -> list[dict[str, Any]]:
-    """node_prep releases for ``names``, from {binary: verified file on the controller}."""
+    """release role items for ``names``, from {binary: verified file on the controller}."""
     missing = [name for name in names if name not in files]
     if missing:
         raise ValueError(f"no verified file for {', '.join(missing)} (run through kubesmith)")

@@ -220,7 +220,8 @@ def _check_room_for_nodes(facts: ClusterFacts, nodes: Sequence[str]) -> None:
         )
 
 
-def _check_extra_args(target: Target, facts: ClusterFacts) -> None:
+def _check_extra_args(target: Target, facts: ClusterFacts) -> dict[str, Any]:
+    """The user's extra flags per component, checked against the cluster's minor."""
     extra = target.inventory.all_vars.get(EXTRA_ARGS_VAR) or {}
     where = str(target.inventory.path)
     if not isinstance(extra, Mapping):
@@ -228,6 +229,7 @@ def _check_extra_args(target: Target, facts: ClusterFacts) -> None:
     problems = extra_args_problems(extra, facts.minor, where)
     if problems:
         raise UserError("; ".join(problems))
+    return {str(component): dict(flags) for component, flags in extra.items()}
 
 
 def _minor_of(version: str) -> tuple[int, int]:
@@ -271,7 +273,7 @@ def record_version(target: Target, facts: ClusterFacts) -> None:
 def packages(target: Target, facts: ClusterFacts) -> dict[str, list[str]]:
     """Host -> the Debian packages its Kubernetes roles need (see site.yml's api_proxy play)."""
     inventory = target.inventory
-    proxied = len(inventory.hosts_in("kube_control_plane")) > 1 and facts.api_endpoint_is_loopback
+    proxied = facts.uses_api_proxy(len(inventory.hosts_in("kube_control_plane")))
     wanted: dict[str, list[str]] = {}
     for host in inventory.hosts_in("k8s_cluster"):
         groups = inventory.groups_of(host)
@@ -319,7 +321,7 @@ def prepare(
     reads the others when binaries are needed.
     """
     facts = cluster_facts(target.inventory)
-    _check_extra_args(target, facts)
+    extra_args = _check_extra_args(target, facts)
     check_upgrade(target, facts)
     check_pod_network(target, facts)
     provider = str(
@@ -339,7 +341,11 @@ def prepare(
             "kubesmith_cluster_domain": CLUSTER_DOMAIN,
             "kubesmith_encryption_config": str(encryption_config),
             "kubesmith_cni_plugin": facts.cni_plugin,
+            "kubesmith_api_proxy": facts.uses_api_proxy(
+                len(target.inventory.hosts_in("kube_control_plane"))
+            ),
             "kubesmith_node_cidr_mask_size": NODE_PREFIX,
+            EXTRA_ARGS_VAR: extra_args,
             "kubesmith_pod_cidrs": {host: str(cidr) for host, cidr in pod_cidrs.items()},
             "kubesmith_flannel_manifests": (
                 flannel_manifests(facts, cni_bin_dir(target)) if flannel else []

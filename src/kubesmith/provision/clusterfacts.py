@@ -58,6 +58,11 @@ class ClusterFacts:
         except ValueError:
             return self.api_host == "localhost"
 
+    def uses_api_proxy(self, control_planes: int) -> bool:
+        """Whether nodes without an apiserver reach the API through the local HA proxy
+        (api_proxy role): several control planes behind an endpoint on the loopback."""
+        return control_planes > 1 and self.api_endpoint_is_loopback
+
     def service_names(self) -> tuple[str, ...]:
         """DNS names of the in-cluster `kubernetes` Service (apiserver certificate SANs)."""
         return (
