@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from kubesmith.downloads import artifacts
 from kubesmith.errors import KubesmithError
-from kubesmith.provision import artifacts
 from kubesmith.versions import Component
 from tests.clusterlab import LocalFiles, serve
 

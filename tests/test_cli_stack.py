@@ -16,10 +16,10 @@ import yaml
 from pulumi import automation as auto
 from typer.testing import CliRunner
 
-from kubesmith import automation
 from kubesmith.cli import app
 from kubesmith.cli import stack as stack_cli
 from kubesmith.errors import KubesmithError, UserError
+from kubesmith.program import automation
 from tests.conftest import REPO
 
 runner = CliRunner()

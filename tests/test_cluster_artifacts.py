@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 
 from kubesmith import versions
 from kubesmith.cli import app
+from kubesmith.downloads import kube_binaries
 from kubesmith.errors import KubesmithError
-from kubesmith.provision import cluster, kube_binaries
+from kubesmith.provision import cluster
 from kubesmith.provision.target import Target, artifact_cache_dir, for_inventory
 from tests.clusterlab import (
     LocalFiles,

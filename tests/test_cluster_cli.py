@@ -14,12 +14,12 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from kubesmith.cli import app
-from kubesmith.paths import stack_dir
-from kubesmith.provision.admin import admin_kubeconfig
 from kubesmith.provision.clusterfacts import cluster_facts
 from kubesmith.provision.inventory_file import Inventory
-from kubesmith.provision.pki_kubernetes import KubernetesPki
 from kubesmith.provision.target import STACK_INVENTORY, for_inventory, for_stack
+from kubesmith.state.admin import admin_kubeconfig
+from kubesmith.state.paths import stack_dir
+from kubesmith.state.pki_kubernetes import KubernetesPki
 from tests.clusterlab import local_spec, write_inventory
 from tests.conftest import REPO
 

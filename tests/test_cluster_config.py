@@ -19,10 +19,11 @@ import yaml
 from kubesmith import versions
 from kubesmith.apps import check_objects
 from kubesmith.errors import KubesmithError, UserError
-from kubesmith.provision import encryption, flags, podcidr
+from kubesmith.provision import flags
 from kubesmith.provision.cluster import bootstrap_rbac, coredns_manifests
 from kubesmith.provision.clusterfacts import cluster_facts
-from kubesmith.provision.kubeconfig import kubeconfig
+from kubesmith.state import encryption, podcidr
+from kubesmith.state.kubeconfig import kubeconfig
 from tests.clusterlab import local_spec, write_inventory
 from tests.conftest import REPO, load_plugin
 

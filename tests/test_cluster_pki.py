@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubesmith.provision.clusterfacts import cluster_facts
 from kubesmith.provision.inventory_file import Inventory, load_inventory
-from kubesmith.provision.pki_kubernetes import KUBERNETES_LEAVES, KubernetesPki
+from kubesmith.state.pki_kubernetes import KUBERNETES_LEAVES, KubernetesPki
 from tests.clusterlab import local_spec, write_inventory
 
 SERVER = {ExtendedKeyUsageOID.SERVER_AUTH}

@@ -30,8 +30,8 @@ from kubesmith.errors import ConfigError, UserError
 from kubesmith.provision import cluster, flags
 from kubesmith.provision.clusterfacts import cluster_facts
 from kubesmith.provision.inventory_file import Inventory
-from kubesmith.provision.podcidr import ALLOCATIONS_FILE
 from kubesmith.provision.target import Target, for_inventory
+from kubesmith.state.podcidr import ALLOCATIONS_FILE
 from tests.clusterlab import air_project, local_spec, write_inventory
 from tests.conftest import REPO
 

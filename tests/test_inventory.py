@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubesmith.inventory import GROUPS, api_endpoint, build_inventory, dump_inventory
 from kubesmith.nodes import Node, Role, node_name
+from kubesmith.provision.inventory import GROUPS, api_endpoint, build_inventory, dump_inventory
 from kubesmith.spec import ClusterSpec, parse_cluster
 
 

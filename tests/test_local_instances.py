@@ -13,9 +13,9 @@ from kubesmith.local.instances import (
     in_parallel,
     instance_config,
     node_files,
-    node_plan,
     stack_node,
 )
+from kubesmith.nodes import node_plan
 from kubesmith.spec import LxdSpec, parse_cluster
 
 REMOTES = {

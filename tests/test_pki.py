@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubesmith.errors import KubesmithError
-from kubesmith.provision.pki import NodeIdentity, Pki
+from kubesmith.state.pki import NodeIdentity, Pki
 
 CP = frozenset({"etcd", "kube_control_plane", "kube_node", "k8s_cluster"})
 WORKER = frozenset({"kube_node", "k8s_cluster"})

@@ -15,14 +15,13 @@ import pytest
 import yaml
 from pulumi.runtime.mocks import MockResourceArgs
 
-from kubesmith.backends.aws import pod_routes
-from kubesmith.backends.aws.load_balancer import ApiLoadBalancerArgs, lb_name
-from kubesmith.backends.aws.network import NetworkArgs, zone_subnets
-from kubesmith.local.instances import node_plan
-from kubesmith.nodes import node_name
-from kubesmith.provision.pulumi_resource import expected_pod_cidrs
+from kubesmith.nodes import node_name, node_plan
+from kubesmith.program.backends.aws import pod_routes
+from kubesmith.program.backends.aws.load_balancer import ApiLoadBalancerArgs, lb_name
+from kubesmith.program.backends.aws.network import NetworkArgs, zone_subnets
+from kubesmith.program.provisioning import expected_pod_cidrs
 from kubesmith.spec import ClusterSpec, parse_cluster
-from kubesmith.sshkeys import stack_key
+from kubesmith.state.sshkeys import stack_key
 from tests.pulumi_mocks import (
     AWS_PROVIDER,
     CLUSTER,

@@ -15,8 +15,8 @@ import dill
 import pytest
 from pulumi.runtime.mocks import MockResourceArgs
 
-from kubesmith.backends.lxd.provider import LxdNodeProvider
-from kubesmith.sshkeys import stack_key
+from kubesmith.program.backends.lxd.provider import LxdNodeProvider
+from kubesmith.state.sshkeys import stack_key
 from tests.pulumi_mocks import (
     KubesmithMocks,
     ProgramRun,

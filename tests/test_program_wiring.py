@@ -19,11 +19,12 @@ import yaml
 from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 from pulumi.runtime.sync_await import _sync_await
 
-from kubesmith import program, sshkeys
+from kubesmith import program
+from kubesmith.program.provisioning import POD_CIDRS_KEY, trigger_hash, used_pod_cidrs
 from kubesmith.provision.inventory_file import load_inventory
-from kubesmith.provision.pulumi_resource import POD_CIDRS_KEY, trigger_hash, used_pod_cidrs
 from kubesmith.provision.target import ArtifactSettings, Target
 from kubesmith.spec import parse_cluster
+from kubesmith.state import sshkeys
 from tests.pulumi_mocks import (
     CLUSTER,
     DYNAMIC,

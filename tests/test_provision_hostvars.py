@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from kubesmith import versions
-from kubesmith.inventory import build_inventory, dump_inventory
+from kubesmith.downloads import artifacts
 from kubesmith.nodes import Node
-from kubesmith.provision import artifacts
 from kubesmith.provision.hostvars import build_extravars, release_needs
-from kubesmith.provision.pki import Pki
+from kubesmith.provision.inventory import build_inventory, dump_inventory
 from kubesmith.provision.target import ArtifactSettings, Target, for_inventory
 from kubesmith.spec import parse_cluster
+from kubesmith.state.pki import Pki
 
 
 @pytest.fixture

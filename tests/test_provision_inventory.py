@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from kubesmith.errors import UserError
-from kubesmith.inventory import build_inventory, dump_inventory
 from kubesmith.nodes import Node
+from kubesmith.provision.inventory import build_inventory, dump_inventory
 from kubesmith.provision.inventory_file import load_inventory
 from kubesmith.spec import parse_cluster
 

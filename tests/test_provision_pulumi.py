@@ -22,15 +22,11 @@ import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
 from kubesmith import versions
-from kubesmith.backends.lxd.provider import stack_known_hosts
-from kubesmith.inventory import build_inventory
 from kubesmith.local.connection import labels
-from kubesmith.local.instances import node_plan
-from kubesmith.nodes import Node
-from kubesmith.paths import package_dir, stack_dir
-from kubesmith.provision import podcidr, pulumi_resource, target
-from kubesmith.provision.inventory_file import load_inventory
-from kubesmith.provision.pulumi_resource import (
+from kubesmith.nodes import Node, node_plan
+from kubesmith.program import provisioning as pulumi_resource
+from kubesmith.program.backends.lxd.provider import stack_known_hosts
+from kubesmith.program.provisioning import (
     POD_CIDRS_KEY,
     RECAP_KEY,
     ProvisioningProvider,
@@ -40,8 +36,14 @@ from kubesmith.provision.pulumi_resource import (
     used_pod_cidrs,
     with_controller_paths,
 )
+from kubesmith.provision import target
+from kubesmith.provision.inventory import build_inventory
+from kubesmith.provision.inventory_file import load_inventory
 from kubesmith.provision.runner import HostStats, RunResult, playbooks_dir
+from kubesmith.resources import package_file
 from kubesmith.spec import ClusterSpec, parse_cluster
+from kubesmith.state import podcidr
+from kubesmith.state.paths import stack_dir
 
 
 def spec(**extra: object) -> ClusterSpec:
@@ -153,7 +155,7 @@ def test_trigger_follows_inventory_playbooks_versions_and_spec(tmp_path: Path) -
     playbooks = tmp_path / "playbooks"
     shutil.copytree(playbooks_dir(), playbooks)
     versions_file = tmp_path / "versions.yaml"
-    shutil.copy(package_dir() / "versions.yaml", versions_file)
+    shutil.copy(package_file("versions.yaml"), versions_file)
 
     def digest(data: dict[str, Any] | None = None, the_spec: ClusterSpec | None = None) -> str:
         return trigger_hash(

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from kubesmith.cli import app
 from kubesmith.errors import KubesmithError
-from kubesmith.inventory import build_inventory, dump_inventory
 from kubesmith.nodes import Node
+from kubesmith.provision.inventory import build_inventory, dump_inventory
 from kubesmith.provision.runner import RunRequest, _message, playbooks_dir, run_playbook
 from kubesmith.spec import parse_cluster
 from tests.conftest import load_plugin

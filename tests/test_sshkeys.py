@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from kubesmith.errors import KubesmithError
-from kubesmith.sshkeys import ensure_key, stack_key
+from kubesmith.state.sshkeys import ensure_key, stack_key
 
 
 def test_key_is_created_once_with_private_mode(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Filters that build node files from data, shared by the Kubernetes roles.
 
-- ``kubeconfig``: the kubeconfig shape of kubesmith.provision.kubeconfig (one definition for
+- ``kubeconfig``: the kubeconfig shape of kubesmith.state.kubeconfig (one definition for
   the nodes' files and the admin kubeconfig the controller exports);
 - ``systemd_command``: a binary and a mapping of flags as one ExecStart value, one flag per
   continuation line, escaped for systemd (``%`` and ``$`` doubled, values with spaces or
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from kubesmith.provision.kubeconfig import kubeconfig
+from kubesmith.state.kubeconfig import kubeconfig
 
 _NEEDS_QUOTES = frozenset(" \t\"\\'")
 

@@ -7,7 +7,10 @@ the inventory builder, the lab harness and the provisioning glue read nothing el
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from kubesmith.spec import ClusterSpec
 
 Role = Literal["control_plane", "worker"]
 ROLES: tuple[Role, ...] = ("control_plane", "worker")
@@ -52,3 +55,13 @@ class Node:
 def node_name(cluster: str, role: Role, index: int) -> str:
     """`<cluster>-cp-N` or `<cluster>-worker-N`, N counting from 1."""
     return f"{cluster}-{'cp' if role == 'control_plane' else 'worker'}-{index}"
+
+
+def node_plan(spec: ClusterSpec) -> list[tuple[str, Role]]:
+    """Node names and roles of ``spec``: control planes first, numbered from 1."""
+    plan: list[tuple[str, Role]] = [
+        (node_name(spec.name, "control_plane", i), "control_plane")
+        for i in range(1, spec.control_planes + 1)
+    ]
+    plan += [(node_name(spec.name, "worker", i), "worker") for i in range(1, spec.workers + 1)]
+    return plan

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from kubesmith.errors import UserError
-from kubesmith.paths import project_root
 from kubesmith.spec import CONFIG_KEY, ClusterSpec, parse_cluster
+from kubesmith.state.paths import project_root
 
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 

@@ -10,14 +10,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from kubesmith.paths import package_dir
+from kubesmith.resources import package_file
 
 ArchiveFormat = Literal["tar.gz", "binary"]
 
 
 @cache
 def load() -> dict[str, Any]:
-    with (package_dir() / "versions.yaml").open(encoding="utf-8") as fh:
+    with package_file("versions.yaml").open(encoding="utf-8") as fh:
         return cast(dict[str, Any], yaml.safe_load(fh))
 
 

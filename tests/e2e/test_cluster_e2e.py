@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubesmith.downloads import kube_binaries
 from kubesmith.local.lab import create_lab, destroy_lab
-from kubesmith.provision import kube_binaries
 from kubesmith.provision.target import artifact_cache_dir
 from tests.clusterlab import serve
 from tests.e2e.conftest import binaries_source

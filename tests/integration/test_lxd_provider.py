@@ -7,11 +7,11 @@ import ipaddress
 import paramiko
 import pytest
 
-from kubesmith.backends.lxd import provider as provider_module
-from kubesmith.backends.lxd.provider import LxdNodeProvider, node_props, stack_known_hosts
 from kubesmith.errors import KubesmithError
 from kubesmith.local.connection import labels
 from kubesmith.local.instances import get_instance, image_source, stack_node
+from kubesmith.program.backends.lxd import provider as provider_module
+from kubesmith.program.backends.lxd.provider import LxdNodeProvider, node_props, stack_known_hosts
 from tests.integration.conftest import LxdHost, Scratch, unique_name
 
 pytestmark = pytest.mark.integration

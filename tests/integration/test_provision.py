@@ -35,9 +35,9 @@ import yaml
 from kubesmith import versions
 from kubesmith.errors import KubesmithError
 from kubesmith.local.lab import create_lab, destroy_lab
-from kubesmith.provision.podcidr import ALLOCATIONS_FILE
 from kubesmith.provision.provisioner import Options, provision
 from kubesmith.provision.target import for_inventory
+from kubesmith.state.podcidr import ALLOCATIONS_FILE
 from tests.integration.conftest import LxdHost, unique_name
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ from kubesmith.apps.values import (
     validated_values,
 )
 from kubesmith.errors import ConfigError, KubesmithError, UserError
-from kubesmith.paths import project_root
 from kubesmith.spec import CONFIG_KEY, ClusterSpec
+from kubesmith.state.paths import project_root
 
 APPS = "apps"
 ADDONS = "addons"

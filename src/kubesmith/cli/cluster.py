@@ -18,16 +18,16 @@ import typer
 from kubesmith import versions
 from kubesmith.cli.console import err, out
 from kubesmith.cli.options import Stack
+from kubesmith.downloads import airgap
 from kubesmith.errors import KubesmithError, UserError
-from kubesmith.provision import airgap
 from kubesmith.provision import target as targets
-from kubesmith.provision.admin import admin_kubeconfig
-from kubesmith.provision.certs import expiries
-from kubesmith.provision.pki import _atomic_write
 from kubesmith.provision.recap import Progress, recap_table
 from kubesmith.provision.runner import RunRequest, run_playbook
 from kubesmith.spec import ClusterSpec
 from kubesmith.stackfile import load_spec
+from kubesmith.state.admin import admin_kubeconfig
+from kubesmith.state.certs import expiries
+from kubesmith.state.files import atomic_write
 
 artifacts_app = typer.Typer(
     help="Release files a stack downloads: list them, fetch them for an air-gapped site.",
@@ -163,7 +163,7 @@ def kubeconfig(
     path = (output or target.state_dir / "admin.conf").resolve()
     if path.is_dir():
         raise UserError(f"--output: {path} is a directory; name a file")
-    _atomic_write(path, text.encode("utf-8"), 0o600)
+    atomic_write(path, text.encode("utf-8"), 0o600)
     out.print(str(path), highlight=False)
     err.print(f"export KUBECONFIG={path}", highlight=False)
 

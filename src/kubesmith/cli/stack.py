@@ -1,7 +1,7 @@
 """`kubesmith preview|up|destroy|inventory -s STACK`: the stack's machines, through Pulumi.
 
 Every command validates Pulumi.STACK.yaml first, so configuration errors show without the
-Pulumi CLI; then it needs the CLI (see kubesmith.automation for what runs and what is
+Pulumi CLI; then it needs the CLI (see kubesmith.program.automation for what runs and what is
 unverified on machines without it).
 """
 
@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import typer
 
-from kubesmith import automation
 from kubesmith.cli.console import out
 from kubesmith.cli.options import Stack
 from kubesmith.errors import UserError
-from kubesmith.paths import project_root
+from kubesmith.program import automation
 from kubesmith.stackfile import load_spec
+from kubesmith.state.paths import project_root
 
 
 def register(root: typer.Typer) -> None:

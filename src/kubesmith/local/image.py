@@ -31,7 +31,8 @@ from pylxd.exceptions import NotFound
 from kubesmith.errors import KubesmithError, ToolMissingError, UserError
 from kubesmith.local.aptsources import archive_mirror, image_sources, render_deb822
 from kubesmith.local.daemon import has_tool
-from kubesmith.paths import state_dir
+from kubesmith.resources import package_file
+from kubesmith.state.paths import state_dir
 
 RELEASE = "bookworm"
 #: On top of debootstrap's minbase: an init, a reachable and manageable (Ansible) node.
@@ -52,7 +53,7 @@ UNITS = (
 #: Units that cannot work in a container: binfmt_misc is the host kernel's, not the node's.
 MASKED_UNITS = ("systemd-binfmt.service",)
 #: Files copied into the image as they are (paths relative to the image's root).
-OVERLAY = Path(__file__).resolve().parent / "rootfs"
+OVERLAY = package_file("local", "rootfs")
 SLIM_CONFIG = "etc/dpkg/dpkg.cfg.d/kubesmith-slim"
 #: Bumped when a build step changes in a way the other inputs do not show.
 RECIPE_VERSION = 1

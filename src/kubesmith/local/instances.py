@@ -20,8 +20,7 @@ from pylxd.exceptions import LXDAPIException, NotFound
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.local.connection import is_managed
 from kubesmith.local.host import profile_name
-from kubesmith.nodes import Role, node_name
-from kubesmith.spec import ClusterSpec, LxdSpec
+from kubesmith.spec import LxdSpec
 
 ADDRESS_TIMEOUT_S = 120.0
 _POLL_S = 0.25
@@ -103,16 +102,6 @@ def image_source(
             f"client (known: {servers or 'none'}; add one with lxc remote add)"
         )
     return ImageSource(alias, known[remote]["addr"], known[remote]["protocol"] or None)
-
-
-def node_plan(spec: ClusterSpec) -> list[tuple[str, Role]]:
-    """Node names and roles of ``spec``: control planes first, numbered from 1."""
-    plan: list[tuple[str, Role]] = [
-        (node_name(spec.name, "control_plane", i), "control_plane")
-        for i in range(1, spec.control_planes + 1)
-    ]
-    plan += [(node_name(spec.name, "worker", i), "worker") for i in range(1, spec.workers + 1)]
-    return plan
 
 
 def stack_node(

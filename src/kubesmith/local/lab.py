@@ -18,7 +18,6 @@ from pathlib import Path
 import pylxd
 
 from kubesmith.errors import ConfigError, UserError
-from kubesmith.inventory import api_endpoint, build_inventory, dump_inventory
 from kubesmith.local import host
 from kubesmith.local.connection import connect, label, labels
 from kubesmith.local.image import find_image
@@ -30,15 +29,15 @@ from kubesmith.local.instances import (
     image_source,
     in_parallel,
     managed_instances,
-    node_plan,
     stack_node,
 )
 from kubesmith.local.ssh import SSH_TIMEOUT_S, KnownHosts, load_key, wait_for_ssh
 from kubesmith.local.stackspec import load_lxd_spec
-from kubesmith.nodes import Node, Role
-from kubesmith.paths import state_dir
+from kubesmith.nodes import Node, Role, node_plan
+from kubesmith.provision.inventory import api_endpoint, build_inventory, dump_inventory
 from kubesmith.spec import ClusterSpec, LxdSpec, parse_cluster
-from kubesmith.sshkeys import KeyPair, stack_key
+from kubesmith.state.paths import state_dir
+from kubesmith.state.sshkeys import KeyPair, stack_key
 
 SSH_USER = "root"
 _LAB_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")

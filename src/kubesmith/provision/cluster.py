@@ -24,8 +24,9 @@ from typing import Any
 
 from kubesmith import versions
 from kubesmith.apps.render import render_addon, templates_dir
+from kubesmith.downloads import kube_binaries
+from kubesmith.downloads.kube_binaries import ServerTarball
 from kubesmith.errors import UserError
-from kubesmith.provision import kube_binaries
 from kubesmith.provision.clusterfacts import (
     BINARIES_VAR,
     CLUSTER_DOMAIN,
@@ -33,14 +34,13 @@ from kubesmith.provision.clusterfacts import (
     binaries_enabled,
     cluster_facts,
 )
-from kubesmith.provision.encryption import PROVIDER_VAR, ensure_config
 from kubesmith.provision.flags import EXTRA_ARGS_VAR, extra_args_problems
 from kubesmith.provision.hostvars import RELEASE_BIN_DIRS
-from kubesmith.provision.kube_binaries import ServerTarball
-from kubesmith.provision.pki_kubernetes import ADMINS_GROUP, KubernetesPki
-from kubesmith.provision.podcidr import NODE_PREFIX, allocate
 from kubesmith.provision.runner import playbooks_dir
 from kubesmith.provision.target import Target
+from kubesmith.state.encryption import PROVIDER_VAR, ensure_config
+from kubesmith.state.pki_kubernetes import ADMINS_GROUP, KubernetesPki
+from kubesmith.state.podcidr import NODE_PREFIX, allocate
 
 #: The user the apiserver authenticates as towards kubelets (apiserver-kubelet-client.crt).
 APISERVER_KUBELET_USER = "kube-apiserver-kubelet-client"

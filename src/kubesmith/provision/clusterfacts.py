@@ -1,6 +1,6 @@
 """The cluster-wide settings the Kubernetes roles need, read from the inventory's all.vars.
 
-Stacks and labs write the same variables (kubesmith.inventory.cluster_vars), so everything
+Stacks and labs write the same variables (kubesmith.provision.inventory.cluster_vars), so everything
 here works for `-s STACK` and `--inventory FILE` alike. A missing or malformed variable is
 reported as one line naming the inventory file and the variable.
 """

@@ -9,10 +9,11 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any, cast
 
 import yaml
+
+from kubesmith.resources import package_file
 
 COMPONENTS = (
     "kube-apiserver",
@@ -32,7 +33,7 @@ def _minor(text: str) -> tuple[int, int]:
 
 @cache
 def _data() -> dict[str, Any]:
-    path = Path(__file__).with_name("component_flags.yaml")
+    path = package_file("provision", "component_flags.yaml")
     return cast(dict[str, Any], yaml.safe_load(path.read_text(encoding="utf-8")))
 
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubesmith import versions
-from kubesmith.provision.artifacts import Artifact
-from kubesmith.provision.pki import Pki
+from kubesmith.downloads.artifacts import Artifact
 from kubesmith.provision.target import Target
+from kubesmith.state.pki import Pki
 
 #: Inventory groups whose members run each component.
 COMPONENT_GROUPS: Mapping[str, frozenset[str]] = {

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from kubesmith.errors import UserError
-from kubesmith.inventory import GROUPS
-from kubesmith.provision.pki import Address, NodeIdentity
+from kubesmith.provision.inventory import GROUPS
+from kubesmith.state.pki import Address, NodeIdentity
 
 #: etcd needs a majority: 1, 3 or 5 members (7 works but slows every write).
 ETCD_SIZES = (1, 3, 5, 7)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import ansible_runner
 
 from kubesmith import versions
+from kubesmith.downloads import artifacts
+from kubesmith.downloads.artifacts import Artifact
+from kubesmith.downloads.kube_binaries import ServerTarball
 from kubesmith.errors import KubesmithError
-from kubesmith.provision import artifacts, cluster
-from kubesmith.provision.artifacts import Artifact
+from kubesmith.provision import cluster
 from kubesmith.provision.hostvars import build_extravars, release_needs
-from kubesmith.provision.kube_binaries import ServerTarball
-from kubesmith.provision.pki import PkiReport
 from kubesmith.provision.runner import (
     EventHandler,
     RunRequest,
@@ -29,6 +29,7 @@ from kubesmith.provision.runner import (
     run_playbook,
 )
 from kubesmith.provision.target import Target
+from kubesmith.state.pki import PkiReport
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from kubesmith.provision.pki import PkiReport
 from kubesmith.provision.runner import RunResult
+from kubesmith.state.pki import PkiReport
 
 
 @dataclass

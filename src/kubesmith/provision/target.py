@@ -8,10 +8,10 @@ from pathlib import Path
 
 from kubesmith import versions
 from kubesmith.errors import UserError
-from kubesmith.paths import stack_dir, state_dir
 from kubesmith.provision.inventory_file import Inventory, load_inventory
 from kubesmith.spec import ArtifactSource
 from kubesmith.stackfile import load_spec
+from kubesmith.state.paths import stack_dir, state_dir
 
 #: The file a stack's inventory is written to (by `kubesmith up` / the Pulumi resource).
 STACK_INVENTORY = "inventory.yml"

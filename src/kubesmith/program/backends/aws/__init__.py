@@ -1,7 +1,7 @@
 """The AWS backend: a VPC with a public subnet per zone, Debian 12 EC2 nodes, and an NLB in
 front of the API when the cluster has more than one control plane.
 
-`create_node_pool` is the backend contract (see kubesmith.backends); the components live in
+`create_node_pool` is the backend contract (see kubesmith.program.backends); the components live in
 network.py, pool.py and load_balancer.py. Verified under Pulumi mocks only: `pulumi up` cannot
 run on the development machines (docs/aws.md).
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pulumi
 
-from kubesmith.backends import NodePoolRequest
-from kubesmith.backends.aws.network import NetworkArgs
-from kubesmith.backends.aws.pool import AwsNodePool, NodePoolArgs, SubnetTooSmallError
 from kubesmith.errors import ConfigError
+from kubesmith.program.backends import NodePoolRequest
+from kubesmith.program.backends.aws.network import NetworkArgs
+from kubesmith.program.backends.aws.pool import AwsNodePool, NodePoolArgs, SubnetTooSmallError
 from kubesmith.spec import CONFIG_KEY
 
 __all__ = ["AwsNodePool", "create_node_pool"]

@@ -20,11 +20,11 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
-from kubesmith.backends.aws.load_balancer import ApiLoadBalancer, ApiLoadBalancerArgs
-from kubesmith.backends.aws.network import Network, NetworkArgs, usable_addresses
-from kubesmith.backends.aws.pod_routes import route_pod_ranges
-from kubesmith.backends.aws.tags import resource_tags
 from kubesmith.nodes import Node, Role, node_name
+from kubesmith.program.backends.aws.load_balancer import ApiLoadBalancer, ApiLoadBalancerArgs
+from kubesmith.program.backends.aws.network import Network, NetworkArgs, usable_addresses
+from kubesmith.program.backends.aws.pod_routes import route_pod_ranges
+from kubesmith.program.backends.aws.tags import resource_tags
 
 #: Debian's own AWS account, which publishes the official Debian cloud images.
 DEBIAN_AMI_OWNER = "136693071363"

@@ -1,6 +1,6 @@
 """VPC routes to the nodes' pod ranges: the hard way's pod network across availability zones.
 
-Every node owns a /24 of podCidr (kubesmith.provision.podcidr). Inside one subnet the routes
+Every node owns a /24 of podCidr (kubesmith.state.podcidr). Inside one subnet the routes
 the cni role installs on each host reach the other nodes' ranges; between zones the next hop
 is not on-link, so the VPC itself must route each range: one route per node, destination the
 node's pod range, target the node's primary network interface (whose source/destination

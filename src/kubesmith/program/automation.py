@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubesmith.errors import KubesmithError, ToolMissingError, UserError
-from kubesmith.paths import state_dir
+from kubesmith.state.files import check_private
+from kubesmith.state.paths import state_dir
 
 if TYPE_CHECKING:
     from pulumi import automation as auto
@@ -66,12 +67,7 @@ def passphrase_env(state: Path, environ: Mapping[str, str]) -> dict[str, str]:
         # O_EXCL + mode at creation: never readable by others, and two racing runs keep one.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise KubesmithError(
-                f"{path}: Pulumi passphrase file is readable by others (mode {mode:o})",
-                hint=f"run: chmod 600 {path}",
-            ) from None
+        check_private(path, "the Pulumi passphrase file")
     else:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(secrets.token_urlsafe(32) + "\n")

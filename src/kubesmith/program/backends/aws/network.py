@@ -22,7 +22,7 @@ from itertools import islice
 import pulumi
 import pulumi_aws as aws
 
-from kubesmith.backends.aws.tags import resource_tags
+from kubesmith.program.backends.aws.tags import resource_tags
 
 #: Every VPC is cut into 16 equal slots (a /16 gives /20s), one per zone in order, so adding a
 #: zone later appends a subnet and never moves an existing one.

@@ -35,7 +35,7 @@ from kubesmith.local.instances import (
     wait_for_address,
 )
 from kubesmith.local.ssh import KnownHosts
-from kubesmith.paths import stack_dir
+from kubesmith.state.paths import stack_dir
 
 #: Inputs that decide what the node is; a change to any of them means a new node.
 REPLACE_ON = (
@@ -93,7 +93,7 @@ _KNOWN_HOSTS_LOCK = threading.Lock()
 
 def stack_known_hosts(props: Mapping[str, Any]) -> KnownHosts:
     """The known_hosts of the node's stack (its ``stack`` label), as the provisioning run
-    names it for Ansible (kubesmith.provision.pulumi_resource.with_controller_paths)."""
+    names it for Ansible (kubesmith.program.provisioning.with_controller_paths)."""
     path = stack_dir(str(props["labels"][f"{LABEL_PREFIX}stack"])) / "known_hosts"
     with _KNOWN_HOSTS_LOCK:
         return _KNOWN_HOSTS.setdefault(path, KnownHosts(path))

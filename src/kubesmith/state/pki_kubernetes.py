@@ -1,4 +1,4 @@
-"""The Kubernetes part of the cluster PKI, on top of kubesmith.provision.pki.
+"""The Kubernetes part of the cluster PKI, on top of kubesmith.state.pki.
 
 The etcd CA and certificates come from ``Pki``; this adds, with the same rules (created once,
 reissued with the same key only when names change, the chain breaks or expiry is near):
@@ -32,10 +32,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kubesmith.provision.clusterfacts import ClusterFacts
+from kubesmith.state.files import atomic_write
 
 # The private file helpers are shared on purpose: one implementation of "0600, atomic, never
 # wider" and of the key checks for the whole PKI.
-from kubesmith.provision.pki import (
+from kubesmith.state.pki import (
     CAS,
     CaProfile,
     LeafProfile,
@@ -43,7 +44,6 @@ from kubesmith.provision.pki import (
     NodeIdentity,
     Pki,
     PkiReport,
-    _atomic_write,
     _load_key,
     _write_key,
 )
@@ -175,4 +175,4 @@ class KubernetesPki(Pki):
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         if not pub_path.exists() or pub_path.read_bytes() != public:
-            _atomic_write(pub_path, public, 0o644)
+            atomic_write(pub_path, public, 0o644)

@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from kubesmith.errors import KubesmithError, UserError
-from kubesmith.provision.pki import _atomic_write
+from kubesmith.state.files import atomic_write, check_private
 
 Provider = Literal["secretbox", "aescbc"]
 PROVIDERS: tuple[Provider, ...] = ("secretbox", "aescbc")
@@ -72,12 +72,7 @@ def ensure_config(directory: Path, provider: str = DEFAULT_PROVIDER) -> tuple[Pa
         )
     path = directory / CONFIG_FILE
     if path.exists():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise KubesmithError(
-                f"{path}: holds the Secrets encryption key but is readable by others "
-                f"(mode {mode:o}); run: chmod 600 {path}"
-            )
+        check_private(path, "the Secrets encryption key")
         existing = current_provider(path)
         if existing != provider:
             raise UserError(
@@ -90,5 +85,5 @@ def ensure_config(directory: Path, provider: str = DEFAULT_PROVIDER) -> tuple[Pa
     text = "# Managed by kubesmith: the Secrets encryption key. Never share, never lose.\n"
     text += yaml.safe_dump(_config(provider, secret), sort_keys=False)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _atomic_write(path, text.encode("utf-8"), 0o600)
+    atomic_write(path, text.encode("utf-8"), 0o600)
     return path, True

@@ -16,10 +16,6 @@ from kubesmith.errors import UserError
 _ROOT_MARKERS = ("Pulumi.yaml",)
 
 
-def package_dir() -> Path:
-    return Path(__file__).resolve().parent
-
-
 def project_root(start: Path | None = None) -> Path:
     """The nearest directory with a Pulumi.yaml at or above $KUBESMITH_PROJECT, start or cwd."""
     env = os.environ.get("KUBESMITH_PROJECT")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from kubesmith.backends.aws.network import API_PORT
-from kubesmith.backends.aws.tags import resource_tags
+from kubesmith.program.backends.aws.network import API_PORT
+from kubesmith.program.backends.aws.tags import resource_tags
 
 #: AWS limits load balancer and target group names to 32 characters.
 _AWS_LB_NAME_MAX = 32

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from kubesmith.provision.pki import RENEW_BEFORE
+from kubesmith.state.pki import RENEW_BEFORE
 
 
 @dataclass(frozen=True)

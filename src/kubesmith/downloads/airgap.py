@@ -17,9 +17,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kubesmith import versions
+from kubesmith.downloads import artifacts, kube_binaries
+from kubesmith.downloads.artifacts import digest_of, verified_download
 from kubesmith.errors import KubesmithError
-from kubesmith.provision import artifacts, kube_binaries
-from kubesmith.provision.artifacts import digest_of, verified_download
 from kubesmith.spec import ClusterSpec
 
 ARCHES = versions.ARCHITECTURES

@@ -1,6 +1,6 @@
 """The LXD backend: one LXD system container per node on the stack's bridge.
 
-`create_node_pool` is the backend contract (see kubesmith.backends). Each node is its own
+`create_node_pool` is the backend contract (see kubesmith.program.backends). Each node is its own
 dynamic resource named after the node, so adding or removing a worker touches only that
 worker. The pool, bridge and profile come from `kubesmith lxd init` and the image from
 `kubesmith image build` (`make up` runs both before `pulumi up`).
@@ -12,12 +12,12 @@ from typing import Any
 
 import pulumi
 
-from kubesmith.backends import NodePoolRequest
-from kubesmith.backends.lxd.provider import LxdNode
 from kubesmith.errors import ConfigError
 from kubesmith.local.connection import labels
-from kubesmith.local.instances import image_source, node_plan, stack_node
-from kubesmith.nodes import Node, Role
+from kubesmith.local.instances import image_source, stack_node
+from kubesmith.nodes import Node, Role, node_plan
+from kubesmith.program.backends import NodePoolRequest
+from kubesmith.program.backends.lxd.provider import LxdNode
 from kubesmith.spec import CONFIG_KEY
 
 __all__ = ["LxdNodePool", "create_node_pool"]

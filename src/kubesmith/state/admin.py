@@ -8,11 +8,11 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from kubesmith.errors import UserError
-from kubesmith.inventory import API_PORT
 from kubesmith.provision.clusterfacts import cluster_facts
-from kubesmith.provision.kubeconfig import kubeconfig
-from kubesmith.provision.pki_kubernetes import KubernetesPki
+from kubesmith.provision.inventory import API_PORT
 from kubesmith.provision.target import Target, for_stack
+from kubesmith.state.kubeconfig import kubeconfig
+from kubesmith.state.pki_kubernetes import KubernetesPki
 
 
 def controller_server(target: Target) -> str:

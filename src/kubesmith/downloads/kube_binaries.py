@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubesmith import versions
+from kubesmith.downloads.artifacts import digest_of, verified_download
 from kubesmith.errors import KubesmithError
-from kubesmith.provision.artifacts import digest_of, verified_download
 
 #: Binaries per inventory group; a host gets the union over its groups.
 BINARIES_BY_GROUP: Mapping[str, tuple[str, ...]] = {

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kubesmith.errors import KubesmithError
-from kubesmith.paths import stack_dir
+from kubesmith.state.files import check_private
+from kubesmith.state.paths import stack_dir
 
 KEY_NAME = "id_ed25519"
 
@@ -45,12 +46,7 @@ def ensure_key(directory: Path, comment: str) -> KeyPair:
     private_path = directory / KEY_NAME
     public_path = private_path.with_suffix(".pub")
     if private_path.exists():
-        mode = private_path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise KubesmithError(
-                f"{private_path}: private key is readable by others (mode {mode:o}); "
-                f"run: chmod 600 {private_path}"
-            )
+        check_private(private_path, "private key")
         loaded = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
         if not isinstance(loaded, Ed25519PrivateKey):
             raise KubesmithError(f"{private_path}: expected an ed25519 key")

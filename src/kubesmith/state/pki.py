@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import io
 import ipaddress
-import os
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubesmith.errors import KubesmithError
+from kubesmith.state.files import atomic_write, check_private
 
 CA_VALIDITY = dt.timedelta(days=3650)
 LEAF_VALIDITY = dt.timedelta(days=365)
@@ -196,7 +196,7 @@ class Pki:
         archive = self.directory / "bundles" / f"{node.name}.tar"
         content = buffer.getvalue()
         if not archive.is_file() or archive.read_bytes() != content:
-            _atomic_write(archive, content, 0o600)
+            atomic_write(archive, content, 0o600)
         sums = [f"{hashlib.sha256(f.src.read_bytes()).hexdigest()}  {f.dest}" for f in files]
         modes = [f"{int(f.mode, 8):o} 0 0 {f.dest}" for f in files]
         return NodeBundle(archive, [f.dest for f in files], "\n".join(sums + modes))
@@ -383,11 +383,7 @@ def _load_cert(path: Path) -> x509.Certificate:
 
 
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise KubesmithError(
-            f"{path}: private key is readable by others (mode {mode:o}); run: chmod 600 {path}"
-        )
+    check_private(path, "private key")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except ValueError:
@@ -397,19 +393,8 @@ def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file created with ``mode``: never partly written, never wider."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    tmp.replace(path)
-
-
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    _atomic_write(
+    atomic_write(
         path,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -421,4 +406,4 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    _atomic_write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)

@@ -24,14 +24,15 @@ from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import pulumi
 
-from kubesmith import backends, sshkeys
 from kubesmith.apps.deploy import AppsDeployment, AppsDeploymentArgs, secrets_from_config
 from kubesmith.errors import ConfigError, KubesmithError
-from kubesmith.inventory import api_endpoint, build_inventory, dump_inventory
 from kubesmith.nodes import Node
-from kubesmith.provision.admin import stack_admin_kubeconfig
-from kubesmith.provision.pulumi_resource import provision_after
+from kubesmith.program import backends
+from kubesmith.program.provisioning import provision_after
+from kubesmith.provision.inventory import api_endpoint, build_inventory, dump_inventory
 from kubesmith.spec import CONFIG_KEY, ClusterSpec, parse_cluster
+from kubesmith.state import sshkeys
+from kubesmith.state.admin import stack_admin_kubeconfig
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,6 @@ class _Factory(Protocol):
 def create_node_pool(
     request: NodePoolRequest, opts: pulumi.ResourceOptions | None = None
 ) -> NodePool:
-    module = importlib.import_module(f"kubesmith.backends.{request.spec.backend}")
+    module = importlib.import_module(f"kubesmith.program.backends.{request.spec.backend}")
     factory: _Factory = module.create_node_pool
     return factory(request, opts)

@@ -6,7 +6,7 @@ versions.yaml and the cluster spec. `pulumi preview` therefore shows the resourc
 exactly when provisioning would run again, and a `pulumi up` with nothing changed skips it.
 
 Its outputs carry the run's recap and the pod range of every node (`pod_cidrs`, node name ->
-CIDR), read back from the allocation kubesmith.provision.podcidr keeps in the stack's state:
+CIDR), read back from the allocation kubesmith.state.podcidr keeps in the stack's state:
 backends whose network must route the ranges (AWS) build their routes from it. The program
 also passes the ranges it expects as an input under the same key. While a preview shows this
 resource being created or updated, the engine reports its inputs as its outputs, so the
@@ -33,13 +33,13 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from kubesmith.local.instances import node_plan
-from kubesmith.paths import package_dir, stack_dir
+from kubesmith.nodes import node_plan
 from kubesmith.provision.clusterfacts import cluster_facts
-from kubesmith.provision.podcidr import ALLOCATIONS_FILE, allocate
-from kubesmith.provision.runner import playbooks_dir
 from kubesmith.provision.target import Target
+from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
+from kubesmith.state.paths import stack_dir
+from kubesmith.state.podcidr import ALLOCATIONS_FILE, allocate
 
 #: What provisioning ran with last; kept in the state so `pulumi stack output` can show it.
 RECAP_KEY = "recap"
@@ -62,7 +62,7 @@ def trigger_hash(
 
     add("inventory", json.dumps(inventory, sort_keys=True, default=str).encode())
     add("spec", spec.model_dump_json(by_alias=True).encode())
-    add("versions", (versions_file or package_dir() / "versions.yaml").read_bytes())
+    add("versions", (versions_file or package_file("versions.yaml")).read_bytes())
     root = playbooks or playbooks_dir()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         add(f"playbooks/{path.relative_to(root)}", path.read_bytes())
@@ -71,9 +71,9 @@ def trigger_hash(
 
 def with_controller_paths(stack: str, inventory: Mapping[str, Any]) -> dict[str, Any]:
     """The stack's inventory plus what only this machine knows: the stack's SSH key and its
-    pinned host keys (the same variables kubesmith.inventory.build_inventory sets). The
+    pinned host keys (the same variables kubesmith.provision.inventory.build_inventory sets). The
     inventory in the Pulumi state names no controller path."""
-    from kubesmith.sshkeys import stack_key
+    from kubesmith.state.sshkeys import stack_key
 
     data: dict[str, Any] = json.loads(json.dumps(inventory))  # a deep, plain copy
     all_vars = data.setdefault("all", {}).setdefault("vars", {})
@@ -121,8 +121,8 @@ def used_pod_cidrs(target: Target) -> dict[str, str]:
 def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     """Write the stack's inventory and provision it; the outputs carry the recap and ranges."""
     # Imported here: the engine pickles this provider, and the glue need not travel with it.
-    from kubesmith.inventory import dump_inventory
     from kubesmith.provision import target as targets
+    from kubesmith.provision.inventory import dump_inventory
     from kubesmith.provision.provisioner import Options, provision
 
     stack = str(props["stack"])
