@@ -17,8 +17,13 @@ import pytest
 import yaml
 
 from kubesmith.nodes import Node, node_name
-from kubesmith.provision.inventory import api_endpoint, build_inventory, dump_inventory
-from kubesmith.provision.inventory_file import Inventory, load_inventory
+from kubesmith.provision.inventory import (
+    Inventory,
+    api_endpoint,
+    build_inventory,
+    dump_inventory,
+    load_inventory,
+)
 from kubesmith.spec import ClusterSpec, parse_cluster
 from tests.conftest import REPO
 

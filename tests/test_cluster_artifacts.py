@@ -22,8 +22,9 @@ from kubesmith import versions
 from kubesmith.cli import app
 from kubesmith.downloads import kube_binaries
 from kubesmith.errors import KubesmithError
-from kubesmith.provision import cluster
+from kubesmith.provision import kubernetes
 from kubesmith.provision.target import Target, artifact_cache_dir, for_inventory
+from kubesmith.state import records
 from tests.clusterlab import (
     LocalFiles,
     air_project,
@@ -131,7 +132,7 @@ def test_a_wrong_download_fails_before_anything_is_kept(tmp_path: Path) -> None:
     assert list(tarball.path.parent.iterdir()) == []
 
 
-def fixed_probe(arch: str) -> cluster.Probe:
+def fixed_probe(arch: str) -> kubernetes.Probe:
     def probe(_target: Target, hosts: Sequence[str]) -> dict[str, str]:
         return dict.fromkeys(hosts, arch)
 
@@ -144,8 +145,8 @@ def test_prepare_gives_each_host_the_binaries_of_its_groups(tmp_path: Path) -> N
     with serve(tmp_path / "www") as files:
         files.put(SERVER_URL, TARBALL)
         target = for_inventory(inventory.path, "distro", files.url)
-        prepared = cluster.prepare(target, {}, {}, fixed_probe("amd64"))
-    variables = prepared.extravars
+        prepared = kubernetes.prepare(target, {}, {}, fixed_probe("amd64"))
+    variables = prepared.variables.extravars()
     assert variables["kubesmith_kubernetes_binaries"] is True
     per_host = variables["kubesmith_kubernetes_files"]
     assert sorted(per_host["local-cp-1"]) == [
@@ -168,8 +169,8 @@ def test_prepare_without_binaries_downloads_nothing(tmp_path: Path) -> None:
     def no_probe(_target: Target, _hosts: Sequence[str]) -> dict[str, str]:
         raise AssertionError("nodes probed although no binary is needed")
 
-    prepared = cluster.prepare(target, {}, {"kubesmith_kubernetes_binaries": False}, no_probe)
-    variables = prepared.extravars
+    prepared = kubernetes.prepare(target, {}, {"kubesmith_kubernetes_binaries": False}, no_probe)
+    variables = prepared.variables.extravars()
     assert variables["kubesmith_kubernetes_binaries"] is False
     assert variables["kubesmith_kubernetes_files"] == {}
     assert prepared.downloaded == []
@@ -182,7 +183,7 @@ def test_prepare_without_binaries_downloads_nothing(tmp_path: Path) -> None:
 def test_binaries_are_on_unless_turned_off(tmp_path: Path) -> None:
     """The configuration-only mode is explicit: off by default, on by a variable."""
     inventory = write_inventory(tmp_path / "lab", local_spec(1, 0))
-    from kubesmith.provision.clusterfacts import binaries_enabled
+    from kubesmith.provision.variables import binaries_enabled
 
     assert binaries_enabled(inventory, {}) is True
     assert binaries_enabled(inventory, {"kubesmith_kubernetes_binaries": False}) is False
@@ -196,7 +197,9 @@ def test_extra_args_are_checked_before_anything_else(tmp_path: Path) -> None:
     inventory.path.write_text(yaml.safe_dump(data))
     target = for_inventory(inventory.path, "distro")
     with pytest.raises(KubesmithError, match=r"inventory.yml: kubesmith_extra_args.kube-apiserver"):
-        cluster.prepare(target, {}, {"kubesmith_kubernetes_binaries": False}, fixed_probe("amd64"))
+        kubernetes.prepare(
+            target, {}, {"kubesmith_kubernetes_binaries": False}, fixed_probe("amd64")
+        )
     assert not (target.pki_dir / "encryption-config.yaml").exists()
 
 
@@ -362,7 +365,7 @@ def test_artifacts_source_override_lists_every_release_file(
 
 def with_version(inventory_path: Path, version: str) -> Target:
     data = yaml.safe_load(inventory_path.read_text())
-    data["all"]["vars"]["kubesmith_kubernetes_version"] = version
+    data["all"]["vars"]["kubesmith_cluster"]["kubernetesVersion"] = version
     inventory_path.write_text(yaml.safe_dump(data))
     return for_inventory(inventory_path, "distro")
 
@@ -372,7 +375,7 @@ def test_upgrades_go_one_minor_at_a_time_and_never_back(tmp_path: Path) -> None:
     off = {"kubesmith_kubernetes_binaries": False}
 
     def prepare(version: str) -> None:
-        cluster.prepare(with_version(inventory.path, version), {}, off, fixed_probe("amd64"))
+        kubernetes.prepare(with_version(inventory.path, version), {}, off, fixed_probe("amd64"))
 
     prepare("1.33.7")
     with pytest.raises(KubesmithError, match=r"1.33.7 -> 1.35.1 skips a minor.*pinned 1.34.x"):
@@ -381,13 +384,13 @@ def test_upgrades_go_one_minor_at_a_time_and_never_back(tmp_path: Path) -> None:
     with pytest.raises(KubesmithError, match=r"1.34.4 -> 1.33.7 is a downgrade"):
         prepare("1.33.7")
     prepare("1.35.1")
-    assert (tmp_path / "lab" / cluster.VERSION_FILE).read_text() == "1.35.1\n"
+    assert (tmp_path / "lab" / records.VERSION_FILE).read_text() == "1.35.1\n"
 
 
 @pytest.mark.usefixtures("pinned")
 def test_a_failed_download_does_not_record_the_new_version(tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path / "lab", local_spec(1, 0))
-    cluster.prepare(
+    kubernetes.prepare(
         with_version(inventory.path, "1.34.4"), {}, {"kubesmith_kubernetes_binaries": False},
         fixed_probe("amd64"),
     )  # fmt: skip
@@ -396,8 +399,8 @@ def test_a_failed_download_does_not_record_the_new_version(tmp_path: Path) -> No
             with_version(inventory.path, "1.35.1").inventory.path, "distro", files.url
         )
         with pytest.raises(KubesmithError, match=r"download of kubernetes 1.35.1"):
-            cluster.prepare(target, {}, {}, fixed_probe("amd64"))
-    assert (tmp_path / "lab" / cluster.VERSION_FILE).read_text() == "1.34.4\n"
+            kubernetes.prepare(target, {}, {}, fixed_probe("amd64"))
+    assert (tmp_path / "lab" / records.VERSION_FILE).read_text() == "1.34.4\n"
 
 
 @pytest.mark.parametrize(("control_planes", "proxied"), [(1, False), (3, True)])
@@ -407,7 +410,7 @@ def test_kubernetes_packages_join_the_node_base_transaction(
     inventory = write_inventory(tmp_path / "lab", local_spec(control_planes, 1))
     target = for_inventory(inventory.path, "distro")
     off = {"kubesmith_kubernetes_binaries": False}
-    wanted = cluster.prepare(target, {}, off, fixed_probe("amd64")).packages
+    wanted = kubernetes.prepare(target, {}, off, fixed_probe("amd64")).packages
     assert wanted["local-cp-1"] == ["conntrack", "iptables"]
     # Only a local HA cluster's nodes without an apiserver run the haproxy API proxy.
     worker = ["conntrack", "haproxy", "iptables"] if proxied else ["conntrack", "iptables"]

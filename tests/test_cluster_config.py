@@ -20,8 +20,7 @@ from kubesmith import versions
 from kubesmith.apps import check_objects
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.provision import flags
-from kubesmith.provision.cluster import bootstrap_rbac, coredns_manifests
-from kubesmith.provision.clusterfacts import cluster_facts
+from kubesmith.provision.kubernetes import coredns_manifests, rbac_manifests
 from kubesmith.state import encryption, podcidr
 from kubesmith.state.kubeconfig import kubeconfig
 from tests.clusterlab import local_spec, write_inventory
@@ -213,7 +212,7 @@ def test_node_kubeconfig_names_files_and_admin_kubeconfig_embeds_them() -> None:
 
 @pytest.mark.parametrize("minor", PINNED_MINORS)
 def test_bootstrap_rbac_is_valid_for_each_pinned_minor(minor: str) -> None:
-    objects = bootstrap_rbac()
+    objects = rbac_manifests()
     assert check_objects(objects, f"{minor}.0", "bootstrap RBAC") == []
     bindings = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ClusterRoleBinding"}
     to_kubelet = bindings["system:kube-apiserver-to-kubelet"]
@@ -230,7 +229,7 @@ def test_bootstrap_rbac_is_valid_for_each_pinned_minor(minor: str) -> None:
 
 def test_coredns_comes_from_the_template_engine_with_the_cluster_dns(tmp_path: Path) -> None:
     inventory = write_inventory(tmp_path, local_spec(1, 1, clusterDns="10.96.0.53"))
-    objects = coredns_manifests(cluster_facts(inventory))
+    objects = coredns_manifests(inventory.cluster)
     by_kind = {o["kind"]: o for o in objects}
     assert by_kind["Service"]["spec"]["clusterIP"] == "10.96.0.53"
     container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]

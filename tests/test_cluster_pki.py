@@ -13,8 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kubesmith.provision.clusterfacts import cluster_facts
-from kubesmith.provision.inventory_file import Inventory, load_inventory
+from kubesmith.provision.inventory import Inventory, load_inventory
 from kubesmith.state.pki_kubernetes import KUBERNETES_LEAVES, KubernetesPki
 from tests.clusterlab import local_spec, write_inventory
 
@@ -45,7 +44,7 @@ def usages(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
 def ha(tmp_path: Path) -> tuple[Inventory, KubernetesPki]:
     """Three control planes and a worker, the local HA shape (API on each node's loopback)."""
     inventory = write_inventory(tmp_path / "lab", local_spec(3, 1))
-    pki = KubernetesPki(tmp_path / "pki", cluster_facts(inventory))
+    pki = KubernetesPki(tmp_path / "pki", inventory.cluster)
     pki.ensure(inventory.identities())
     return inventory, pki
 
@@ -195,11 +194,11 @@ def test_a_new_api_endpoint_reissues_only_the_apiserver_certificates(
 ) -> None:
     inventory = write_inventory(tmp_path / "lab", local_spec(1, 1))
     directory = tmp_path / "pki"
-    KubernetesPki(directory, cluster_facts(inventory)).ensure(inventory.identities())
+    KubernetesPki(directory, inventory.cluster).ensure(inventory.identities())
     key = (directory / "nodes/local-cp-1/apiserver.key").read_bytes()
 
     moved = with_endpoint(inventory, endpoint)
-    pki = KubernetesPki(directory, cluster_facts(moved))
+    pki = KubernetesPki(directory, moved.cluster)
     report = pki.ensure(moved.identities())
 
     assert [(node, path, reason) for node, path, reason in report.issued] == [

@@ -2,7 +2,7 @@
 
 flannel itself cannot run on the project's machines (no Kubernetes binaries, no registry for
 its images): these tests follow the choice from the stack config through the inventory and
-`kubesmith.provision.cluster.prepare` to what Ansible renders from the roles' own variables
+`kubesmith.provision.kubernetes.prepare` to what Ansible renders from the roles' own variables
 (a real ansible-playbook run on localhost that only evaluates them), and check the add-on's
 manifests against the Kubernetes OpenAPI schemas of every pinned minor. Running flannel is
 the e2e tier's job (docs/cluster.md, "What is verified where").
@@ -27,10 +27,11 @@ from kubesmith import versions
 from kubesmith.apps import check_objects, render_addon
 from kubesmith.cli import app
 from kubesmith.errors import ConfigError, UserError
-from kubesmith.provision import cluster, flags
-from kubesmith.provision.clusterfacts import cluster_facts
-from kubesmith.provision.inventory_file import Inventory
+from kubesmith.provision import flags, kubernetes
+from kubesmith.provision.inventory import Inventory
 from kubesmith.provision.target import Target, for_inventory
+from kubesmith.provision.variables import cluster_variables
+from kubesmith.state import records
 from kubesmith.state.podcidr import ALLOCATIONS_FILE
 from tests.clusterlab import air_project, local_spec, write_inventory
 from tests.conftest import REPO
@@ -59,7 +60,11 @@ def prepare(inventory: Inventory, source: str = "distro") -> dict[str, Any]:
     """What site.yml receives for ``inventory`` in a configuration-only run."""
     target = for_inventory(inventory.path, source)  # type: ignore[arg-type]
     off = {"kubesmith_kubernetes_binaries": False}
-    return cluster.prepare(target, {}, off, no_probe).extravars
+    prepared = kubernetes.prepare(target, {}, off, no_probe)
+    return {
+        **cluster_variables(target.inventory.cluster).extravars(),
+        **prepared.variables.extravars(),
+    }
 
 
 def lab(directory: Path, workers: int = 1, **settings: object) -> Inventory:
@@ -277,11 +282,11 @@ def test_switching_the_pod_network_of_a_provisioned_cluster_is_refused(
 def test_a_cluster_from_before_the_choice_counts_as_bridge(tmp_path: Path) -> None:
     """Clusters provisioned before cni existed recorded their version only: they run bridge."""
     prepare(lab(tmp_path))
-    (tmp_path / cluster.POD_NETWORK_FILE).unlink()
+    (tmp_path / records.POD_NETWORK_FILE).unlink()
     with pytest.raises(UserError, match=r"provisioned with bridge, the config asks for flannel"):
         prepare(lab(tmp_path, cni=FLANNEL))
     prepare(lab(tmp_path))
-    assert (tmp_path / cluster.POD_NETWORK_FILE).read_text() == "bridge\n"
+    assert (tmp_path / records.POD_NETWORK_FILE).read_text() == "bridge\n"
 
 
 @pytest.mark.parametrize(
@@ -307,28 +312,26 @@ def test_flannel_checks_the_pod_cidr_has_room_for_every_node(
         prepare(inventory)
 
 
-@pytest.mark.parametrize(
-    ("key", "value"), [("kubesmith_cni_plugin", "calico"), ("kubesmith_flannel_backend", "udp")]
-)
+@pytest.mark.parametrize(("key", "value"), [("plugin", "calico"), ("flannelBackend", "udp")])
 def test_a_bad_choice_in_an_inventory_is_named(tmp_path: Path, key: str, value: str) -> None:
     inventory = lab(tmp_path, cni=FLANNEL)
     data = yaml.safe_load(inventory.path.read_text())
-    data["all"]["vars"][key] = value
+    data["all"]["vars"]["kubesmith_cluster"]["cni"][key] = value
     inventory.path.write_text(yaml.safe_dump(data))
-    with pytest.raises(UserError, match=rf"inventory.yml: {key} '{value}' is not one of "):
-        cluster_facts(for_inventory(inventory.path, "distro").inventory)
+    with pytest.raises(
+        UserError,
+        match=rf"inventory.yml: all.vars.kubesmith_cluster: kubesmith:cluster.cni.{key}: .*{value}",
+    ):
+        for_inventory(inventory.path, "distro")
 
 
-def test_an_inventory_written_before_the_choice_means_bridge(tmp_path: Path) -> None:
+def test_an_inventory_whose_spec_names_no_pod_network_means_bridge(tmp_path: Path) -> None:
     inventory = lab(tmp_path)
     data = yaml.safe_load(inventory.path.read_text())
-    del (
-        data["all"]["vars"]["kubesmith_cni_plugin"],
-        data["all"]["vars"]["kubesmith_flannel_backend"],
-    )
+    del data["all"]["vars"]["kubesmith_cluster"]["cni"]
     inventory.path.write_text(yaml.safe_dump(data))
-    facts = cluster_facts(for_inventory(inventory.path, "distro").inventory)
-    assert (facts.cni_plugin, facts.flannel_backend) == ("bridge", "vxlan")
+    spec = for_inventory(inventory.path, "distro").inventory.cluster.spec
+    assert (spec.cni.plugin, spec.cni.backend) == ("bridge", "vxlan")
 
 
 # --- what the roles make of it (Ansible evaluating the roles' own variables) ----------------

@@ -79,7 +79,8 @@ def test_host_and_cluster_variables() -> None:
     assert host["kubesmith_node_ip"] == "10.203.0.11"
     assert host["ansible_become"] is True
     variables = inv["all"]["vars"]
-    assert variables["kubesmith_cluster_dns"] == "10.96.0.10"
+    # The spec itself, not a flattened copy: it parses back to the same typed spec.
+    assert parse_cluster(variables["kubesmith_cluster"]) == spec(1, 1, backend="aws")
     assert variables["kubesmith_api_endpoint"] == "https://10.203.0.10:6443"
     assert variables["ansible_ssh_private_key_file"] == "/k/id"
     assert "StrictHostKeyChecking=accept-new" in variables["ansible_ssh_common_args"]

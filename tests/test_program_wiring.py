@@ -21,7 +21,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from kubesmith import program
 from kubesmith.program.provisioning import POD_CIDRS_KEY, trigger_hash, used_pod_cidrs
-from kubesmith.provision.inventory_file import load_inventory
+from kubesmith.provision.inventory import load_inventory
 from kubesmith.provision.target import ArtifactSettings, Target
 from kubesmith.spec import parse_cluster
 from kubesmith.state import sshkeys

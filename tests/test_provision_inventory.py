@@ -10,8 +10,7 @@ import yaml
 
 from kubesmith.errors import UserError
 from kubesmith.nodes import Node
-from kubesmith.provision.inventory import build_inventory, dump_inventory
-from kubesmith.provision.inventory_file import load_inventory
+from kubesmith.provision.inventory import build_inventory, dump_inventory, load_inventory
 from kubesmith.spec import parse_cluster
 
 
@@ -99,8 +98,9 @@ def _set(path: tuple[str, ...], value: object) -> Any:
             "host 't1-worker-1' has no ansible_host",
         ),
         (
-            _set(("all", "vars", "kubesmith_cluster_name"), None),
-            "all.vars has no kubesmith_cluster_name",
+            _set(("all", "vars", "kubesmith_cluster"), None),
+            "all.vars.kubesmith_cluster is missing: the inventory names no cluster "
+            "(kubesmith writes it: kubesmith lab up, or kubesmith inventory -s STACK)",
         ),
         (
             _set(("all", "children", "etcd"), ["t1-cp-1"]),
@@ -134,4 +134,4 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_kubesmith_inventory_round_trips_through_yaml(tmp_path: Path) -> None:
     path = write(tmp_path, lab_inventory())
-    assert yaml.safe_load(path.read_text())["all"]["vars"]["kubesmith_cluster_name"] == "t1"
+    assert yaml.safe_load(path.read_text())["all"]["vars"]["kubesmith_cluster"]["name"] == "t1"

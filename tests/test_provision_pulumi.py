@@ -37,8 +37,7 @@ from kubesmith.program.provisioning import (
     with_controller_paths,
 )
 from kubesmith.provision import target
-from kubesmith.provision.inventory import build_inventory
-from kubesmith.provision.inventory_file import load_inventory
+from kubesmith.provision.inventory import build_inventory, load_inventory
 from kubesmith.provision.runner import HostStats, RunResult, playbooks_dir
 from kubesmith.resources import package_file
 from kubesmith.spec import ClusterSpec, parse_cluster

@@ -357,7 +357,7 @@ class ClusterSpec(_Model):
 
     @property
     def kubernetes_minor(self) -> str:
-        return ".".join(self.kubernetes_version.split(".")[:2])
+        return "{}.{}".format(*versions.minor_of(self.kubernetes_version))
 
 
 # --- validation ----------------------------------------------------------------------------

@@ -178,3 +178,9 @@ def image(name: str) -> str:
     if name not in images:
         raise KeyError(f"versions.yaml pins no image {name!r} (images: {', '.join(images)})")
     return str(images[name])
+
+
+def minor_of(version: str) -> tuple[int, int]:
+    """(major, minor) of a version such as 1.35.1 or 1.35: the one place that parses it."""
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)

@@ -39,7 +39,7 @@ SHAPES: dict[str, tuple[tuple[int, int] | None, str]] = {
 
 def choose_pod_network(inventory: Path, plugin: str) -> None:
     data = yaml.safe_load(inventory.read_text(encoding="utf-8"))
-    data["all"]["vars"]["kubesmith_cni_plugin"] = plugin
+    data["all"]["vars"]["kubesmith_cluster"]["cni"] = {"plugin": plugin}
     inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
@@ -94,7 +94,7 @@ def test_cluster_passes_the_smoke_test_and_reruns_clean(
     # The admin kubeconfig works from the controller, with the kubectl of the same release.
     config = tmp_path / "admin.conf"
     kubesmith("kubeconfig", "--inventory", str(inventory), "-o", str(config))
-    version = yaml.safe_load(inventory.read_text())["all"]["vars"]["kubesmith_kubernetes_version"]
+    version = yaml.safe_load(inventory.read_text())["all"]["vars"]["kubesmith_cluster"]["kubernetesVersion"]
     kubectl = kube_binaries.plan(version, "amd64", artifact_cache_dir()).bin_dir / "kubectl"
     nodes = subprocess.run(
         [str(kubectl), "--kubeconfig", str(config), "get", "nodes", "-o", "name"],

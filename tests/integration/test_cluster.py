@@ -259,12 +259,12 @@ def test_every_unit_passes_systemd_analyze_verify(cluster: Cluster, node_kind: s
 def unit_flags(cluster: Cluster, host: str, unit: str) -> dict[str, str]:
     text = cluster.read(host, f"/etc/systemd/system/{unit}.service")
     _, parsed = flags.parse_exec_start(text)
-    assert f"Kubernetes v{cluster.vars['kubesmith_kubernetes_version']}" in text
+    assert f"Kubernetes v{cluster.vars['kubesmith_cluster']['kubernetesVersion']}" in text
     return parsed
 
 
 def minor(cluster: Cluster) -> str:
-    return ".".join(str(cluster.vars["kubesmith_kubernetes_version"]).split(".")[:2])
+    return ".".join(str(cluster.vars["kubesmith_cluster"]["kubernetesVersion"]).split(".")[:2])
 
 
 def test_control_plane_flags_are_valid_for_the_minor_and_hardened(cluster: Cluster) -> None:
@@ -365,7 +365,7 @@ def test_kube_proxy_configuration_fits_lxd(cluster: Cluster) -> None:
         config = cluster.yaml(host, proxy["config"])
         assert config["kind"] == "KubeProxyConfiguration"
         assert config["mode"] == "iptables"
-        assert config["clusterCIDR"] == cluster.vars["kubesmith_pod_cidr"]
+        assert config["clusterCIDR"] == cluster.vars["kubesmith_cluster"]["podCidr"]
         assert config["hostnameOverride"] == host
         # The node cannot change the host's conntrack table: kube-proxy must not try.
         assert config["conntrack"] == {
@@ -486,7 +486,7 @@ def test_apiserver_certificate_on_the_nodes_names_the_cluster(cluster: Cluster) 
 
 def test_addon_manifests_on_the_control_plane_validate(cluster: Cluster) -> None:
     host = cluster.control_planes[0]
-    version = str(cluster.vars["kubesmith_kubernetes_version"])
+    version = str(cluster.vars["kubesmith_cluster"]["kubernetesVersion"])
     for name in ("coredns.yaml", "kubesmith-rbac.yaml"):
         listing = cluster.yaml(host, f"/etc/kubernetes/addons/{name}")
         assert listing["kind"] == "List"
@@ -518,7 +518,7 @@ def test_each_node_has_its_own_pod_range_and_routes_to_the_others(cluster: Clust
         expected = {f"{cidrs[o]} via {cluster.ip(o)}" for o in cluster.hosts if o != host}
         assert {" ".join(line.split()[:3]) for line in routes.splitlines()} == expected
         masquerade = cluster.run(host, "iptables -t nat -S POSTROUTING").stdout
-        assert f"-s {cidrs[host]} ! -d {cluster.vars['kubesmith_pod_cidr']}" in masquerade
+        assert f"-s {cidrs[host]} ! -d {cluster.vars['kubesmith_cluster']['podCidr']}" in masquerade
 
 
 ROOTFS = "/tmp/kubesmith-test-pod"

@@ -3,7 +3,7 @@
 Neither the Kubernetes binaries nor flannel's images can be obtained on the project's
 machines, so flannel never starts here (the e2e tier runs it). One small lab (a single
 control plane) is provisioned with `kubesmith provision --no-kubernetes-binaries` and
-`kubesmith_cni_plugin: flannel`, and the test reads what site.yml left on the node: no bridge
+`kubesmith_cluster.cni.plugin: flannel`, and the test reads what site.yml left on the node: no bridge
 network of kubesmith's, the flannel add-on's manifest where the control plane applies it
 from, and a controller-manager that hands out the nodes' pod ranges. Then both refusals of a
 pod network switch: the controller's (from its record) and the node's (when that record is
@@ -20,7 +20,8 @@ import yaml
 
 from kubesmith.apps import check_objects
 from kubesmith.local.lab import create_lab, destroy_lab
-from kubesmith.provision import cluster, flags
+from kubesmith.provision import flags
+from kubesmith.state import records
 from tests.integration.conftest import LxdHost, unique_name
 from tests.integration.test_cluster import REPO, Cluster, kubesmith
 
@@ -39,7 +40,7 @@ CONTROLLER_MANAGER = "/etc/systemd/system/kube-controller-manager.service"
 
 def set_plugin(inventory: Path, plugin: str) -> None:
     data = yaml.safe_load(inventory.read_text(encoding="utf-8"))
-    data["all"]["vars"]["kubesmith_cni_plugin"] = plugin
+    data["all"]["vars"]["kubesmith_cluster"]["cni"] = {"plugin": plugin}
     inventory.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
@@ -59,7 +60,7 @@ def test_flannel_on_a_real_node_and_the_refused_switch(
         assert result.returncode == 0, result.stdout + result.stderr
         lab = Cluster(inventory, made.directory, result.stdout)
         (host,) = lab.hosts
-        pod_cidr = lab.vars["kubesmith_pod_cidr"]
+        pod_cidr = lab.vars["kubesmith_cluster"]["podCidr"]
 
         found = lab.snapshot(host, [*BRIDGE_FILES, MANIFEST, CONTROLLER_MANAGER])
         # No bridge network of kubesmith's: no configuration, routes, reconciler or its unit.
@@ -73,7 +74,7 @@ def test_flannel_on_a_real_node_and_the_refused_switch(
         assert (found[MANIFEST]["mode"], found[MANIFEST]["owner"]) == ("600", "root")
         manifest = yaml.safe_load(found[MANIFEST]["text"])
         objects = manifest["items"]
-        assert check_objects(objects, lab.vars["kubesmith_kubernetes_version"]) == []
+        assert check_objects(objects, lab.vars["kubesmith_cluster"]["kubernetesVersion"]) == []
         (config,) = [o for o in objects if o["kind"] == "ConfigMap"]
         net_conf = json.loads(config["data"]["net-conf.json"])
         assert net_conf == {"Network": pod_cidr, "Backend": {"Type": "vxlan"}}
@@ -102,7 +103,7 @@ def test_flannel_on_a_real_node_and_the_refused_switch(
 
         # Without the controller's record, the node refuses: it carries flannel's CNI
         # configuration (a stand-in for what flannel's install-cni container writes).
-        for record in (cluster.POD_NETWORK_FILE, cluster.VERSION_FILE):
+        for record in (records.POD_NETWORK_FILE, records.VERSION_FILE):
             (made.directory / record).unlink()
         lab.run(host, "echo '{}' > /etc/cni/net.d/10-flannel.conflist")
         node = kubesmith(

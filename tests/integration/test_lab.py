@@ -62,7 +62,7 @@ def test_three_node_lab_answers_ssh_talks_over_the_bridge_and_goes_away(
     assert {h: v["ansible_host"] for h, v in inventory["hosts"].items()} == {
         n.name: n.private_address for n in made.nodes
     }
-    assert inventory["vars"]["kubesmith_cluster_name"] == made.name
+    assert inventory["vars"]["kubesmith_cluster"]["name"] == made.name
     assert inventory["vars"]["ansible_ssh_private_key_file"] == str(made.key.private_path)
     assert list(inventory["children"]["etcd"]["hosts"]) == [names[0]]
     assert list(inventory["children"]["kube_node"]["hosts"]) == names[1:]

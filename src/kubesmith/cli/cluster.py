@@ -21,11 +21,11 @@ from kubesmith.cli.options import Stack
 from kubesmith.downloads import airgap
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.provision import target as targets
+from kubesmith.provision.admin import admin_kubeconfig
 from kubesmith.provision.recap import Progress, recap_table
 from kubesmith.provision.runner import RunRequest, run_playbook
 from kubesmith.spec import ClusterSpec
 from kubesmith.stackfile import load_spec
-from kubesmith.state.admin import admin_kubeconfig
 from kubesmith.state.certs import expiries
 from kubesmith.state.files import atomic_write
 

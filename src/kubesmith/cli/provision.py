@@ -12,9 +12,9 @@ import typer
 from kubesmith.cli.console import err, out
 from kubesmith.errors import UserError
 from kubesmith.provision import target as targets
-from kubesmith.provision.clusterfacts import BINARIES_VAR
 from kubesmith.provision.provisioner import Options, Outcome, provision
 from kubesmith.provision.recap import Progress, pki_summary, recap_table
+from kubesmith.provision.variables import BINARIES_VAR
 
 etcd_app = typer.Typer(help="etcd backups: snapshot now, restore a snapshot.", no_args_is_help=True)
 

@@ -29,10 +29,10 @@ from kubesmith.errors import ConfigError, KubesmithError
 from kubesmith.nodes import Node
 from kubesmith.program import backends
 from kubesmith.program.provisioning import provision_after
+from kubesmith.provision.admin import stack_admin_kubeconfig
 from kubesmith.provision.inventory import api_endpoint, build_inventory, dump_inventory
 from kubesmith.spec import CONFIG_KEY, ClusterSpec, parse_cluster
 from kubesmith.state import sshkeys
-from kubesmith.state.admin import stack_admin_kubeconfig
 
 
 @dataclass(frozen=True)

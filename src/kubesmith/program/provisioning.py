@@ -34,7 +34,6 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from kubesmith.nodes import node_plan
-from kubesmith.provision.clusterfacts import cluster_facts
 from kubesmith.provision.target import Target
 from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
@@ -107,14 +106,14 @@ def expected_pod_cidrs(stack: str, spec: ClusterSpec) -> dict[str, str]:
 def used_pod_cidrs(target: Target) -> dict[str, str]:
     """The pod range of every node as provisioning ``target`` allocated them.
 
-    The same call as kubesmith.provision.cluster.prepare makes: with the ranges already kept
+    The same call as kubesmith.provision.kubernetes.prepare makes: with the ranges already kept
     it returns them and writes nothing. None with flannel (see expected_pod_cidrs).
     """
     inventory = target.inventory
-    facts = cluster_facts(inventory)
-    if facts.cni_plugin != "bridge":
+    spec = inventory.cluster.spec
+    if spec.cni.plugin != "bridge":
         return {}
-    allocation = allocate(facts.pod_cidr, inventory.hosts_in("k8s_cluster"), target.state_dir)
+    allocation = allocate(spec.pod_cidr, inventory.hosts_in("k8s_cluster"), target.state_dir)
     return {node: str(cidr) for node, cidr in allocation.items()}
 
 

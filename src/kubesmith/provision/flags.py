@@ -14,6 +14,7 @@ from typing import Any, cast
 import yaml
 
 from kubesmith.resources import package_file
+from kubesmith.versions import minor_of
 
 COMPONENTS = (
     "kube-apiserver",
@@ -24,11 +25,6 @@ COMPONENTS = (
 )
 #: Inventory variable holding extra flags per component, e.g. {kube-apiserver: {v: "4"}}.
 EXTRA_ARGS_VAR = "kubesmith_extra_args"
-
-
-def _minor(text: str) -> tuple[int, int]:
-    major, minor = text.split(".")[:2]
-    return int(major), int(minor)
 
 
 @cache
@@ -42,7 +38,7 @@ def known_flags(component: str, minor: str) -> frozenset[str]:
     entry = _data()[component]
     flags = set(entry["flags"])
     flags.update(
-        f for f, first in (entry.get("added") or {}).items() if _minor(minor) >= _minor(first)
+        f for f, first in (entry.get("added") or {}).items() if minor_of(minor) >= minor_of(first)
     )
     return frozenset(flags)
 
@@ -59,7 +55,7 @@ def problems(component: str, minor: str, flags: Iterable[str]) -> list[str]:
     for flag in flags:
         if flag in known:
             continue
-        if flag in removed and _minor(minor) >= _minor(removed[flag]["in"]):
+        if flag in removed and minor_of(minor) >= minor_of(removed[flag]["in"]):
             found.append(
                 f"{component} --{flag} was removed in {removed[flag]['in']} "
                 f"({removed[flag]['note']})"

@@ -18,8 +18,7 @@ from kubesmith.downloads import artifacts
 from kubesmith.downloads.artifacts import Artifact
 from kubesmith.downloads.kube_binaries import ServerTarball
 from kubesmith.errors import KubesmithError
-from kubesmith.provision import cluster
-from kubesmith.provision.hostvars import build_extravars, release_needs
+from kubesmith.provision import kubernetes
 from kubesmith.provision.runner import (
     EventHandler,
     RunRequest,
@@ -29,6 +28,7 @@ from kubesmith.provision.runner import (
     run_playbook,
 )
 from kubesmith.provision.target import Target
+from kubesmith.provision.variables import cluster_variables, node_base_variables, release_needs
 from kubesmith.state.pki import PkiReport
 
 
@@ -124,22 +124,26 @@ def _runs_kubernetes(tags: Sequence[str]) -> bool:
 
 
 def provision(target: Target, options: Options, on_event: EventHandler | None = None) -> Outcome:
-    pki = cluster.cluster_pki(target)
+    pki = kubernetes.cluster_pki(target)
     report = pki.ensure(target.inventory.identities())
     releases, arch_of, fetched = fetch_releases(target)
     downloaded: list[Artifact | ServerTarball] = list(fetched)
-    extravars = build_extravars(target, pki, releases, arch_of)
+    base = node_base_variables(target, pki, releases, arch_of)
+    extravars = {
+        **cluster_variables(target.inventory.cluster).extravars(),
+        **base.extravars(),
+    }
     playbook = options.playbook
     if playbook == SITE_PLAYBOOK and not _runs_kubernetes(options.tags):
         # The same plays without the Kubernetes ones: nothing of theirs is prepared, parsed or
         # argument-checked (no download, no pod ranges allocated, works offline).
         playbook = BASE_PLAYBOOK
     if playbook == SITE_PLAYBOOK:
-        prepared = cluster.prepare(target, arch_of, dict(options.extravars), probe_architectures)
-        extravars.update(prepared.extravars)
+        prepared = kubernetes.prepare(target, arch_of, dict(options.extravars), probe_architectures)
+        extravars.update(prepared.variables.extravars())
         # The Kubernetes roles' Debian packages join node_prep's one apt transaction.
         for host, names in prepared.packages.items():
-            extravars["kubesmith_host_packages"].setdefault(host, []).extend(names)
+            base.host_packages.setdefault(host, []).extend(names)
         downloaded += prepared.downloaded
     extravars.update(options.extravars)
     request = RunRequest(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from kubesmith import versions
 from kubesmith.errors import UserError
-from kubesmith.provision.inventory_file import Inventory, load_inventory
-from kubesmith.spec import ArtifactSource
+from kubesmith.provision.inventory import Inventory, load_inventory
+from kubesmith.spec import ArtifactSource, ClusterSpec
 from kubesmith.stackfile import load_spec
 from kubesmith.state.paths import stack_dir, state_dir
 
@@ -61,6 +61,15 @@ def artifact_cache_dir() -> Path:
     return state_dir() / "cache" / "artifacts"
 
 
+def _settings(spec: ClusterSpec, mirror_base_url: str | None = None) -> ArtifactSettings:
+    """Each component's source as the spec says (its override, artifacts.source, or the
+    backend's default: distro for lxd, release otherwise)."""
+    return ArtifactSettings(
+        {name: spec.artifact_source(name) for name in versions.components()},
+        mirror_base_url or spec.artifacts.mirror_base_url,
+    )
+
+
 def for_stack(stack: str, root: Path | None = None) -> Target:
     spec = load_spec(stack, root)
     directory = stack_dir(stack, root)
@@ -70,11 +79,7 @@ def for_stack(stack: str, root: Path | None = None) -> Target:
             f"stack {stack}: no inventory at {path}; create the nodes first "
             f"(kubesmith up -s {stack})"
         )
-    settings = ArtifactSettings(
-        {name: spec.artifact_source(name) for name in versions.components()},
-        spec.artifacts.mirror_base_url,
-    )
-    return Target(f"stack {stack}", load_inventory(path), directory, settings)
+    return Target(f"stack {stack}", load_inventory(path), directory, _settings(spec))
 
 
 def for_inventory(
@@ -82,11 +87,11 @@ def for_inventory(
 ) -> Target:
     """An inventory file on its own; its PKI and run data live beside it.
 
-    Without ``source`` the inventory's backend decides, as for a stack: distro for lxd (labs
-    work offline), release otherwise.
+    Without ``source`` the cluster the inventory carries decides, as for a stack.
     """
     inventory = load_inventory(path)
     if source is None:
-        source = "distro" if inventory.all_vars.get("kubesmith_backend") == "lxd" else "release"
-    settings = ArtifactSettings.uniform(source, mirror_base_url)
+        settings = _settings(inventory.cluster.spec, mirror_base_url)
+    else:
+        settings = ArtifactSettings.uniform(source, mirror_base_url)
     return Target(str(path), inventory, path.resolve().parent, settings)

@@ -3,7 +3,7 @@
 On nodes a kubeconfig names the certificate files under /etc/kubernetes/pki (the roles build
 it with the ``kubeconfig`` filter in playbooks/filter_plugins, which calls ``kubeconfig``
 here), so a renewed certificate needs no new kubeconfig. The admin kubeconfig that leaves the
-controller embeds its certificates (kubesmith.state.admin): it must work on another
+controller embeds its certificates (kubesmith.provision.admin): it must work on another
 machine. This module imports nothing beyond the standard library: Ansible loads it in every
 worker that renders a kubeconfig.
 """

@@ -31,7 +31,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kubesmith.provision.clusterfacts import ClusterFacts
+from kubesmith.cluster import Cluster
 from kubesmith.state.files import atomic_write
 
 # The private file helpers are shared on purpose: one implementation of "0600, atomic, never
@@ -66,10 +66,13 @@ ADMIN = LeafProfile(
     "admin", "ca", "kubesmith-admin", CONTROL_PLANE | CONTROLLER.groups, client=True,
     organization=ADMINS_GROUP,
 )  # fmt: skip
+#: The apiserver towards kubelets; the rbac add-on grants this user the kubelet API.
+APISERVER_KUBELET_CLIENT = LeafProfile(
+    "apiserver-kubelet-client", "ca", "kube-apiserver-kubelet-client", CONTROL_PLANE, client=True
+)
 KUBERNETES_LEAVES: tuple[LeafProfile, ...] = (
     APISERVER,
-    LeafProfile("apiserver-kubelet-client", "ca", "kube-apiserver-kubelet-client",
-                CONTROL_PLANE, client=True),
+    APISERVER_KUBELET_CLIENT,
     LeafProfile("front-proxy-client", "front-proxy-ca", "front-proxy-client",
                 CONTROL_PLANE, client=True),
     LeafProfile("controller-manager", "ca", "system:kube-controller-manager",
@@ -94,11 +97,11 @@ _CP_FILES = (
 )
 
 
-def apiserver_identity(node: NodeIdentity, facts: ClusterFacts) -> NodeIdentity:
+def apiserver_identity(node: NodeIdentity, cluster: Cluster) -> NodeIdentity:
     """``node`` plus the names clients use for the API: the Service's and the endpoint's."""
     addresses = list(node.addresses)
-    names = list(node.dns_names) + list(facts.service_names())
-    for value in (facts.api_service_address, facts.api_host):
+    names = list(node.dns_names) + list(cluster.service_names())
+    for value in (cluster.spec.api_service_address, cluster.api_host):
         try:
             address = ipaddress.ip_address(value)
         except ValueError:
@@ -116,9 +119,9 @@ def apiserver_identity(node: NodeIdentity, facts: ClusterFacts) -> NodeIdentity:
 class KubernetesPki(Pki):
     """The whole cluster PKI: ``Pki``'s etcd part plus the Kubernetes CAs, leaves and keys."""
 
-    def __init__(self, directory: Path, facts: ClusterFacts) -> None:
+    def __init__(self, directory: Path, cluster: Cluster) -> None:
         super().__init__(directory)
-        self.facts = facts
+        self.cluster = cluster
 
     def ensure(self, nodes: Sequence[NodeIdentity], *, now: dt.datetime | None = None) -> PkiReport:
         now = now or dt.datetime.now(dt.UTC)
@@ -158,7 +161,7 @@ class KubernetesPki(Pki):
     def _identity(self, node: NodeIdentity, leaf: LeafProfile) -> NodeIdentity:
         if leaf is APISERVER:
             # The apiserver's SANs are the node's plus the cluster's: reuse node_sans for both.
-            return apiserver_identity(node, self.facts)
+            return apiserver_identity(node, self.cluster)
         return node
 
     def _ensure_service_account_key(self, report: PkiReport) -> None:

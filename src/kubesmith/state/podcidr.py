@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from kubesmith.errors import KubesmithError, UserError
+from kubesmith.state.files import atomic_write
 
 #: Every node gets a /24 (256 addresses, about 110 pods with kubelet's default maxPods).
 NODE_PREFIX = 24
@@ -47,6 +48,18 @@ def _read(path: Path) -> dict[str, str]:
     return dict(data)
 
 
+def check_room(pod_cidr: str, nodes: int) -> None:
+    """Refuse a podCidr without a /24 for each of ``nodes`` (whoever hands the ranges out:
+    kubesmith for the bridge CNI, the controller-manager for flannel)."""
+    network = ipaddress.IPv4Network(pod_cidr)
+    room = len(_slices(network))
+    if nodes > room:
+        raise UserError(
+            f"kubesmith:cluster.podCidr: {network} has room for {room} nodes "
+            f"(one /{NODE_PREFIX} each), the inventory has {nodes}"
+        )
+
+
 def allocate(pod_cidr: str, nodes: Sequence[str], state: Path) -> dict[str, ipaddress.IPv4Network]:
     """Node -> its pod range for every node in ``nodes``; kept in ``state``/pod-cidrs.yaml."""
     network = ipaddress.IPv4Network(pod_cidr)
@@ -70,10 +83,8 @@ def allocate(pod_cidr: str, nodes: Sequence[str], state: Path) -> dict[str, ipad
             continue
         chosen = next(free, None)
         if chosen is None:
-            raise UserError(
-                f"kubesmith:cluster.podCidr: {network} has room for {len(slices)} nodes "
-                f"(one /{NODE_PREFIX} each), the inventory has {len(nodes)}"
-            )
+            check_room(pod_cidr, len(nodes))
+        assert chosen is not None  # check_room raised: more nodes than slices
         kept[node] = chosen
     allocation = {node: kept[node] for node in nodes}
     _write(path, {node: str(cidr) for node, cidr in allocation.items()})
@@ -86,6 +97,4 @@ def _write(path: Path, data: Mapping[str, str]) -> None:
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, text.encode("utf-8"), 0o644)

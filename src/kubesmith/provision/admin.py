@@ -7,9 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from kubesmith.cluster import API_PORT
 from kubesmith.errors import UserError
-from kubesmith.provision.clusterfacts import cluster_facts
-from kubesmith.provision.inventory import API_PORT
 from kubesmith.provision.target import Target, for_stack
 from kubesmith.state.kubeconfig import kubeconfig
 from kubesmith.state.pki_kubernetes import KubernetesPki
@@ -22,18 +21,18 @@ def controller_server(target: Target) -> str:
     address; the controller uses the first control plane's SSH address then, which the
     apiserver certificate carries like every node address.
     """
-    facts = cluster_facts(target.inventory)
+    cluster = target.inventory.cluster
     planes = target.inventory.hosts_in("kube_control_plane")
     first = target.inventory.hostvars[planes[0]]
-    host = facts.api_host
+    host = cluster.api_host
     private = {str(target.inventory.hostvars[p].get("kubesmith_node_ip")) for p in planes}
-    if facts.api_endpoint_is_loopback or host in private:
+    if cluster.api_endpoint_is_loopback or host in private:
         reachable = str(first["ansible_host"])
         if ":" in reachable:
             reachable = f"[{ipaddress.ip_address(reachable)}]"
-        port = urlsplit(facts.api_endpoint).port or API_PORT
+        port = urlsplit(cluster.api_endpoint).port or API_PORT
         return urlunsplit(("https", f"{reachable}:{port}", "", "", ""))
-    return facts.api_endpoint
+    return cluster.api_endpoint
 
 
 def admin_kubeconfig(target: Target) -> str:
@@ -43,8 +42,8 @@ def admin_kubeconfig(target: Target) -> str:
     creates a CA, so it fails cleanly for a cluster that was not provisioned yet. The Pulumi
     program exports it as a secret output.
     """
-    facts = cluster_facts(target.inventory)
-    pki = KubernetesPki(target.pki_dir, facts)
+    cluster = target.inventory.cluster
+    pki = KubernetesPki(target.pki_dir, cluster)
     cert, key = pki.controller_admin()
     ca = target.pki_dir / "ca.crt"
     missing = [p for p in (ca, cert, key) if not p.is_file()]
@@ -55,9 +54,9 @@ def admin_kubeconfig(target: Target) -> str:
             hint="run: kubesmith provision -s STACK (or --inventory FILE)",
         )
     data = kubeconfig(
-        cluster=facts.name,
+        cluster=cluster.name,
         server=controller_server(target),
-        user=f"kubesmith-admin@{facts.name}",
+        user=f"kubesmith-admin@{cluster.name}",
         ca=ca.read_text(encoding="ascii"),
         cert=cert.read_text(encoding="ascii"),
         key=key.read_text(encoding="ascii"),

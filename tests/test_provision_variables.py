@@ -9,9 +9,9 @@ import pytest
 from kubesmith import versions
 from kubesmith.downloads import artifacts
 from kubesmith.nodes import Node
-from kubesmith.provision.hostvars import build_extravars, release_needs
 from kubesmith.provision.inventory import build_inventory, dump_inventory
 from kubesmith.provision.target import ArtifactSettings, Target, for_inventory
+from kubesmith.provision.variables import node_base_variables, release_needs
 from kubesmith.spec import parse_cluster
 from kubesmith.state.pki import Pki
 
@@ -35,7 +35,7 @@ def test_lxd_inventories_default_to_debian_packages(target: Target) -> None:
     assert release_needs(target) == {}
     pki = Pki(target.pki_dir)
     pki.ensure(target.inventory.identities())
-    variables = build_extravars(target, pki, {}, {})
+    variables = node_base_variables(target, pki, {}, {}).extravars()
     packages = variables["kubesmith_host_packages"]
     assert packages["t1-cp-1"] == [
         "etcd-server",
@@ -69,7 +69,7 @@ def test_release_sources_hand_each_host_its_verified_archives(
     }
     pki = Pki(released.pki_dir)
     pki.ensure(released.inventory.identities())
-    variables = build_extravars(released, pki, planned, arch_of)
+    variables = node_base_variables(released, pki, planned, arch_of).extravars()
     assert variables["kubesmith_host_packages"] == {}
     worker = {r["name"]: r for r in variables["kubesmith_host_releases"]["t1-worker-1"]}
     assert worker["cni_plugins"]["bin_dir"] == "/opt/cni/bin"
@@ -83,7 +83,7 @@ def test_release_sources_hand_each_host_its_verified_archives(
 def test_pki_bundles_follow_the_groups(target: Target) -> None:
     pki = Pki(target.pki_dir)
     pki.ensure(target.inventory.identities())
-    bundles = build_extravars(target, pki, {}, {})["kubesmith_pki_bundles"]
+    bundles = node_base_variables(target, pki, {}, {}).extravars()["kubesmith_pki_bundles"]
     assert bundles["t1-worker-1"]["files"] == ["ca.crt"]
     plane = bundles["t1-cp-1"]["files"]
     assert {"ca.key", "etcd/server.key", "etcd/peer.crt", "apiserver-etcd-client.key"} <= set(plane)

@@ -1,0 +1,205 @@
+"""What the Kubernetes plays need from the controller, prepared before any node changes.
+
+``prepare`` runs inside ``provisioner.provision`` after the PKI and the node-base downloads:
+it checks the user's extra flags against the cluster's minor, refuses a version jump or a pod
+network switch (kubesmith.state.records), creates (once) the Secrets encryption key,
+allocates the nodes' pod ranges (bridge CNI) or checks their room (flannel), renders the
+add-ons (RBAC, CoreDNS, flannel when chosen) from templates/addons, and, unless the
+Kubernetes binaries are turned off, fetches and verifies the server tarball for every node
+architecture and unpacks the binaries. The result is typed: kubesmith.provision.variables.
+
+``kubesmith_kubernetes_binaries: false`` (an extra variable or an inventory variable) turns
+off exactly the binaries: no download, no install, no service start and no wait for an API.
+Everything else (certificates, kubeconfigs, configuration files, units, CNI, routes, API
+proxy) is still written, which is how the configuration is verified on machines that cannot
+obtain the binaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kubesmith import versions
+from kubesmith.apps.render import render_addon
+from kubesmith.cluster import CLUSTER_DOMAIN, Cluster
+from kubesmith.downloads import kube_binaries
+from kubesmith.downloads.kube_binaries import ServerTarball
+from kubesmith.errors import UserError
+from kubesmith.provision.flags import EXTRA_ARGS_VAR, extra_args_problems
+from kubesmith.provision.target import Target
+from kubesmith.provision.variables import (
+    RELEASE_BIN_DIRS,
+    KubernetesVariables,
+    binaries_enabled,
+)
+from kubesmith.resources import templates_dir
+from kubesmith.state import records
+from kubesmith.state.encryption import PROVIDER_VAR, ensure_config
+from kubesmith.state.pki_kubernetes import ADMINS_GROUP, APISERVER_KUBELET_CLIENT, KubernetesPki
+from kubesmith.state.podcidr import allocate, check_room
+
+#: Where Debian's containernetworking-plugins installs CNI plugins (the containerd role points
+#: containerd there for source distro); releases go to RELEASE_BIN_DIRS["cni_plugins"].
+DISTRO_CNI_BIN_DIR = "/usr/lib/cni"
+
+#: Reads the release architecture of hosts (provisioner.probe_architectures).
+Probe = Callable[[Target, Sequence[str]], dict[str, str]]
+
+#: Debian packages the Kubernetes roles need, by inventory group (kube-proxy's iptables and
+#: conntrack, the CNI reconciler's iptables). The roles install what is missing themselves
+#: too, for runs limited to their tags.
+PACKAGES_BY_GROUP = {"k8s_cluster": ("iptables", "conntrack")}
+#: The local HA API proxy (api_proxy role) on nodes without an apiserver.
+API_PROXY_PACKAGES = ("haproxy",)
+
+
+@dataclass
+class Prepared:
+    variables: KubernetesVariables
+    #: Host -> Debian packages for node_prep's apt transaction.
+    packages: dict[str, list[str]] = field(default_factory=dict)
+    tarballs: list[ServerTarball] = field(default_factory=list)
+    downloaded: list[ServerTarball] = field(default_factory=list)
+
+
+def cluster_pki(target: Target) -> KubernetesPki:
+    return KubernetesPki(target.pki_dir, target.inventory.cluster)
+
+
+def rbac_manifests() -> list[dict[str, Any]]:
+    """The RBAC the control plane applies once the API answers (templates/addons/rbac)."""
+    values = {
+        "apiserverKubeletUser": APISERVER_KUBELET_CLIENT.common_name,
+        "adminsGroup": ADMINS_GROUP,
+    }
+    return render_addon("rbac", values, templates=templates_dir())
+
+
+def coredns_manifests(cluster: Cluster) -> list[dict[str, Any]]:
+    """The CoreDNS add-on, rendered and validated by kubesmith.apps (templates/addons)."""
+    values = {
+        "clusterDns": cluster.spec.dns_address,
+        "clusterDomain": CLUSTER_DOMAIN,
+        "image": versions.image("coredns"),
+    }
+    return render_addon("coredns", values, templates=templates_dir())
+
+
+def cni_bin_dir(target: Target) -> str:
+    """The nodes' CNI plugin directory (containerd's bin_dir), where flannel adds its plugin."""
+    if target.artifacts.source("cni_plugins") == "release":
+        return RELEASE_BIN_DIRS["cni_plugins"]
+    return DISTRO_CNI_BIN_DIR
+
+
+def flannel_manifests(cluster: Cluster, cni_bin_dir: str) -> list[dict[str, Any]]:
+    """The flannel add-on for the cluster's pod network and backend (templates/addons)."""
+    values = {
+        "network": cluster.spec.pod_cidr,
+        "backend": cluster.spec.cni.backend,
+        "image": versions.image("flannel"),
+        "cniPluginImage": versions.image("flannel_cni_plugin"),
+        "cniBinDir": cni_bin_dir,
+    }
+    return render_addon("flannel", values, templates=templates_dir())
+
+
+def _extra_args(target: Target, cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """The user's extra flags per component, checked against the cluster's minor."""
+    extra = target.inventory.all_vars.get(EXTRA_ARGS_VAR) or {}
+    where = str(target.inventory.path)
+    if not isinstance(extra, Mapping):
+        raise UserError(f"{where}: {EXTRA_ARGS_VAR} must map component names to flags")
+    problems = extra_args_problems(extra, cluster.spec.kubernetes_minor, where)
+    if problems:
+        raise UserError("; ".join(problems))
+    return {str(component): dict(flags) for component, flags in extra.items()}
+
+
+def packages(target: Target, cluster: Cluster) -> dict[str, list[str]]:
+    """Host -> the Debian packages its Kubernetes roles need (see site.yml's api_proxy play)."""
+    inventory = target.inventory
+    wanted: dict[str, list[str]] = {}
+    for host in inventory.hosts_in("k8s_cluster"):
+        groups = inventory.groups_of(host)
+        names = [p for group in groups for p in PACKAGES_BY_GROUP.get(group, ())]
+        if cluster.uses_local_api_proxy and "kube_control_plane" not in groups:
+            names += API_PROXY_PACKAGES
+        wanted[host] = sorted(set(names))
+    return wanted
+
+
+def _binaries(
+    target: Target,
+    arch_of: Mapping[str, str],
+    probe: Probe,
+    cluster: Cluster,
+    prepared: Prepared,
+) -> dict[str, dict[str, str]]:
+    """Host -> {binary: unpacked path on the controller}; fetches what the cache lacks."""
+    hosts = target.inventory.hosts_in("k8s_cluster")
+    unknown = [h for h in hosts if h not in arch_of]
+    arches = {**arch_of, **(probe(target, unknown) if unknown else {})}
+    tarballs = {
+        arch: kube_binaries.plan(
+            cluster.spec.kubernetes_version,
+            arch,
+            target.cache_dir,
+            target.artifacts.mirror_base_url,
+        )
+        for arch in sorted({arches[h] for h in hosts})
+    }
+    prepared.tarballs = list(tarballs.values())
+    # Every tarball is verified before anything is unpacked or sent anywhere.
+    prepared.downloaded = [t for t in tarballs.values() if kube_binaries.fetch(t)]
+    unpacked = {arch: kube_binaries.unpack(t) for arch, t in tarballs.items()}
+    files = {}
+    for host in hosts:
+        names = kube_binaries.binaries_for(target.inventory.groups_of(host))
+        files[host] = {name: str(unpacked[arches[host]][name]) for name in names}
+    return files
+
+
+def prepare(
+    target: Target, arch_of: Mapping[str, str], extravars: Mapping[str, Any], probe: Probe
+) -> Prepared:
+    """Everything site.yml's Kubernetes plays read (see module doc).
+
+    ``arch_of`` holds the architectures already probed for component downloads; ``probe``
+    reads the others when binaries are needed.
+    """
+    cluster = target.inventory.cluster
+    extra_args = _extra_args(target, cluster)
+    records.check_upgrade(target.state_dir, cluster)
+    records.check_pod_network(target.state_dir, cluster)
+    provider = str(
+        extravars.get(PROVIDER_VAR) or target.inventory.all_vars.get(PROVIDER_VAR) or "secretbox"
+    )
+    encryption_config, _ = ensure_config(target.pki_dir, provider)
+    nodes = target.inventory.hosts_in("k8s_cluster")
+    flannel = cluster.spec.cni.plugin == "flannel"
+    # With flannel the controller-manager hands out the nodes' ranges; kubesmith keeps none.
+    if flannel:
+        check_room(cluster.spec.pod_cidr, len(nodes))
+    pod_cidrs = {} if flannel else allocate(cluster.spec.pod_cidr, nodes, target.state_dir)
+    enabled = binaries_enabled(target.inventory, extravars)
+    prepared = Prepared(
+        variables=KubernetesVariables(
+            kubernetes_binaries=enabled,
+            kubernetes_files={},
+            encryption_config=str(encryption_config),
+            pod_cidrs={host: str(cidr) for host, cidr in pod_cidrs.items()},
+            extra_args=extra_args,
+            flannel_manifests=(flannel_manifests(cluster, cni_bin_dir(target)) if flannel else []),
+            rbac_manifests=rbac_manifests(),
+            coredns_manifests=coredns_manifests(cluster),
+        ),
+        packages=packages(target, cluster),
+    )
+    if enabled:
+        files = _binaries(target, arch_of, probe, cluster, prepared)
+        prepared.variables = replace(prepared.variables, kubernetes_files=files)
+    records.record(target.state_dir, cluster)
+    return prepared

@@ -1,0 +1,83 @@
+"""What a provisioned cluster was built with, kept so later runs refuse what Kubernetes can't do.
+
+Two records live in the cluster's state directory: the Kubernetes version of the last run
+(upgrades go one minor at a time, never back) and the pod network (it is never switched under
+a running cluster). Each check runs before any node changes; each record is written once
+everything the run needs was fetched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubesmith.cluster import Cluster
+from kubesmith.errors import UserError
+from kubesmith.state.files import atomic_write
+from kubesmith.versions import minor_of
+
+#: The Kubernetes version the cluster was last provisioned with.
+VERSION_FILE = "kubernetes-version"
+#: The pod network the cluster was provisioned with ("bridge", "flannel vxlan", ...).
+POD_NETWORK_FILE = "pod-network"
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="ascii").strip() if path.is_file() else None
+
+
+def _write(state: Path, name: str, value: str) -> None:
+    atomic_write(state / name, (value + "\n").encode("ascii"), 0o644)
+
+
+def check_upgrade(state: Path, cluster: Cluster) -> None:
+    """Refuse a version change Kubernetes does not support.
+
+    The control plane moves one minor at a time (1.33 -> 1.34 -> 1.35) and never back; a
+    patch release within a minor may go either way.
+    """
+    current = _read(state / VERSION_FILE)
+    wanted = cluster.spec.kubernetes_version
+    if current is None:
+        return
+    old, new = minor_of(current), minor_of(wanted)
+    if new[0] != old[0] or new[1] > old[1] + 1:
+        step = f"{old[0]}.{old[1] + 1}"
+        raise UserError(
+            f"kubesmith:cluster.kubernetesVersion: {current} -> {wanted} skips a minor; "
+            f"Kubernetes upgrades one minor at a time: go to a pinned {step}.x first",
+            hint="see docs/runbooks/upgrade.md",
+        )
+    if new < old:
+        raise UserError(
+            f"kubesmith:cluster.kubernetesVersion: {current} -> {wanted} is a downgrade of "
+            "the control plane, which Kubernetes does not support",
+            hint="restore the etcd snapshot taken before the upgrade instead "
+            "(docs/runbooks/etcd-backup-restore.md)",
+        )
+
+
+def check_pod_network(state: Path, cluster: Cluster) -> None:
+    """Refuse to change the pod network of a cluster that has one.
+
+    Switching would leave running pods with addresses, routes and CNI files of the old
+    network on every node (and flannel's backend must not change under a running flannel).
+    A cluster provisioned before the choice existed recorded only its version: bridge.
+    """
+    current = _read(state / POD_NETWORK_FILE)
+    if current is None and (state / VERSION_FILE).is_file():
+        current = "bridge"
+    wanted = cluster.pod_network_label
+    if current is not None and current != wanted:
+        raise UserError(
+            f"kubesmith:cluster.cni: the cluster was provisioned with {current}, the config asks "
+            f"for {wanted}; kubesmith does not switch the pod network of a provisioned cluster "
+            f"(set cni back to {current}, or recreate the cluster)",
+            hint="see docs/cluster.md#pod-network",
+        )
+
+
+def record(state: Path, cluster: Cluster) -> None:
+    """Keep the version and pod network this run provisioned."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write(state, VERSION_FILE, cluster.spec.kubernetes_version)
+    _write(state, POD_NETWORK_FILE, cluster.pod_network_label)
