@@ -94,7 +94,8 @@ def test_cluster_passes_the_smoke_test_and_reruns_clean(
     # The admin kubeconfig works from the controller, with the kubectl of the same release.
     config = tmp_path / "admin.conf"
     kubesmith("kubeconfig", "--inventory", str(inventory), "-o", str(config))
-    version = yaml.safe_load(inventory.read_text())["all"]["vars"]["kubesmith_cluster"]["kubernetesVersion"]
+    spec = yaml.safe_load(inventory.read_text())["all"]["vars"]["kubesmith_cluster"]
+    version = spec["kubernetesVersion"]
     kubectl = kube_binaries.plan(version, "amd64", artifact_cache_dir()).bin_dir / "kubectl"
     nodes = subprocess.run(
         [str(kubectl), "--kubeconfig", str(config), "get", "nodes", "-o", "name"],

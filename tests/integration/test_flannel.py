@@ -3,7 +3,8 @@
 Neither the Kubernetes binaries nor flannel's images can be obtained on the project's
 machines, so flannel never starts here (the e2e tier runs it). One small lab (a single
 control plane) is provisioned with `kubesmith provision --no-kubernetes-binaries` and
-`kubesmith_cluster.cni.plugin: flannel`, and the test reads what site.yml left on the node: no bridge
+`cni.plugin: flannel` in the inventory's spec, and the test reads what site.yml left on the
+node: no bridge
 network of kubesmith's, the flannel add-on's manifest where the control plane applies it
 from, and a controller-manager that hands out the nodes' pod ranges. Then both refusals of a
 pod network switch: the controller's (from its record) and the node's (when that record is
