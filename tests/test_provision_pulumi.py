@@ -38,8 +38,8 @@ from kubesmith.program.provisioning import (
 )
 from kubesmith.provision import target
 from kubesmith.provision.inventory import build_inventory, load_inventory
-from kubesmith.provision.runner import HostStats, RunResult, playbooks_dir
-from kubesmith.resources import package_file
+from kubesmith.provision.runner import HostStats, RunResult
+from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec, parse_cluster
 from kubesmith.state import podcidr
 from kubesmith.state.paths import stack_dir

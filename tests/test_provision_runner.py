@@ -13,7 +13,8 @@ from kubesmith.cli import app
 from kubesmith.errors import KubesmithError
 from kubesmith.nodes import Node
 from kubesmith.provision.inventory import build_inventory, dump_inventory
-from kubesmith.provision.runner import RunRequest, _message, playbooks_dir, run_playbook
+from kubesmith.provision.runner import RunRequest, _message, run_playbook
+from kubesmith.resources import playbooks_dir
 from kubesmith.spec import parse_cluster
 from tests.conftest import load_plugin
 

@@ -26,6 +26,7 @@ from kubesmith.apps.values import (
     validated_values,
 )
 from kubesmith.errors import ConfigError, KubesmithError, UserError
+from kubesmith.resources import templates_dir as _shipped_templates
 from kubesmith.spec import CONFIG_KEY, ClusterSpec
 from kubesmith.state.paths import project_root
 
@@ -37,7 +38,16 @@ ADDON_NAMESPACE = "kube-system"
 
 
 def templates_dir(root: Path | None = None) -> Path:
-    return (root or project_root()) / "templates"
+    """templates/ of ``root``, else of the kubesmith project being worked in (its own apps),
+    else the templates kubesmith ships (kubesmith.resources), e.g. from an installed wheel."""
+    if root is not None:
+        return root / "templates"
+    try:
+        project = project_root()
+    except UserError:
+        return _shipped_templates()
+    own = project / "templates"
+    return own if own.is_dir() else _shipped_templates()
 
 
 def _bundle_dir(templates: Path, family: str, name: str) -> Path:

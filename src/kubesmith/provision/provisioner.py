@@ -24,11 +24,11 @@ from kubesmith.provision.runner import (
     RunRequest,
     RunResult,
     ansible_path_env,
-    playbooks_dir,
     run_playbook,
 )
 from kubesmith.provision.target import Target
 from kubesmith.provision.variables import cluster_variables, node_base_variables, release_needs
+from kubesmith.resources import playbooks_dir
 from kubesmith.state.pki import PkiReport
 
 

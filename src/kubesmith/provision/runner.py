@@ -21,14 +21,10 @@ from typing import Any
 import ansible_runner
 
 from kubesmith.errors import KubesmithError
+from kubesmith.resources import playbooks_dir
 
 #: Artifact directories of earlier runs kept for debugging.
 KEEP_RUNS = 5
-
-
-def playbooks_dir() -> Path:
-    """The project's playbooks/ (beside src/ in the source tree)."""
-    return Path(__file__).resolve().parents[3] / "playbooks"
 
 
 @dataclass

@@ -211,7 +211,7 @@ class Pki:
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         crt_path, key_path = self._ca_path(profile, ".crt"), self._ca_path(profile, ".key")
         if crt_path.exists() and key_path.exists():
-            cert, key = _load_cert(crt_path), _load_key(key_path)
+            cert, key = _load_cert(crt_path), load_key(key_path)
             if cert.public_key() != key.public_key():
                 raise KubesmithError(f"{key_path}: does not belong to {crt_path}")
             if cert.not_valid_after_utc <= now:
@@ -258,7 +258,7 @@ class Pki:
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_key(key_path, key)
+        write_key(key_path, key)
         _write_cert(crt_path, cert)
         report.issued.append(("-", f"{profile.path}.crt", "new CA"))
         return cert, key
@@ -279,7 +279,7 @@ class Pki:
         base = self._leaf_base(node.name, leaf)
         crt_path, key_path = base.with_suffix(".crt"), base.with_suffix(".key")
         wanted_sans = node.sans() if leaf.node_sans else frozenset()
-        key = _load_key(key_path) if key_path.exists() else None
+        key = load_key(key_path) if key_path.exists() else None
         reason = "new"
         if key is not None and crt_path.exists():
             reason = _stale_reason(_load_cert(crt_path), key, ca[0], wanted_sans, now)
@@ -288,7 +288,7 @@ class Pki:
         if key is None:
             key = ec.generate_private_key(ec.SECP256R1())
             base.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_key(key_path, key)
+            write_key(key_path, key)
         _write_cert(crt_path, _sign_leaf(node, leaf, key, ca, wanted_sans, now))
         report.issued.append((node.name, f"{leaf.path}.crt", reason))
 
@@ -382,7 +382,7 @@ def _load_cert(path: Path) -> x509.Certificate:
         raise KubesmithError(f"{path}: not a PEM certificate ({exc})") from None
 
 
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
     check_private(path, "private key")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -393,7 +393,7 @@ def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     atomic_write(
         path,
         key.private_bytes(

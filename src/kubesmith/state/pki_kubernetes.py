@@ -44,8 +44,8 @@ from kubesmith.state.pki import (
     NodeIdentity,
     Pki,
     PkiReport,
-    _load_key,
-    _write_key,
+    load_key,
+    write_key,
 )
 
 CONTROL_PLANE = frozenset({"kube_control_plane"})
@@ -169,10 +169,10 @@ class KubernetesPki(Pki):
         key_path = self.directory / SERVICE_ACCOUNT_KEY
         pub_path = self.directory / SERVICE_ACCOUNT_PUB
         if key_path.exists():
-            key = _load_key(key_path)
+            key = load_key(key_path)
         else:
             key = ec.generate_private_key(ec.SECP256R1())
-            _write_key(key_path, key)
+            write_key(key_path, key)
             report.issued.append(("-", SERVICE_ACCOUNT_KEY, "new service-account signing key"))
         public = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -1,0 +1,106 @@
+"""The wheel: an installed kubesmith finds its playbooks, templates and versions anywhere.
+
+Builds the wheel from this checkout (pip, hatchling from the package index), installs it
+without dependencies into a directory of its own (the dependencies come from this venv), and
+runs `kubesmith` from a directory outside the checkout with only that install on the path:
+render and validate an app, and provision an inventory (whose one host is unreachable, so the
+run gets as far as Ansible contacting it: the playbooks were found and parsed).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from kubesmith.nodes import Node
+from kubesmith.provision.inventory import build_inventory, dump_inventory
+from kubesmith.spec import parse_cluster
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("kubesmith-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "kubesmith/_project/playbooks/site.yml" in names
+    assert "kubesmith/_project/templates/apps/hello/values.yaml" in names
+    assert "kubesmith/versions.yaml" in names
+    assert not [n for n in names if "__pycache__" in n]
+    site = tmp_path_factory.mktemp("site")
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
+    subprocess.run(
+        [*install, str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    return site
+
+
+def kubesmith(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "KUBESMITH_HOME": str(cwd / "home"),
+        "KUBESMITH_PROJECT": "",
+    }
+    code = "import sys; from kubesmith.cli import main; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_the_installed_package_is_the_one_that_runs(installed: Path, tmp_path: Path) -> None:
+    probe = "import kubesmith.resources as r; print(r.playbooks_dir())"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(result.stdout.strip()) == installed / "kubesmith" / "_project" / "playbooks"
+
+
+def test_render_and_validate_work_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
+    rendered = kubesmith(installed, tmp_path, "render", "hello", "--env", "local", "-o", "out")
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    manifests = sorted((tmp_path / "out").rglob("*.yaml"))
+    assert manifests
+    checked = kubesmith(installed, tmp_path, "validate", "out")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_provision_runs_the_packaged_playbooks(installed: Path, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    spec = parse_cluster({"name": "t1", "backend": "lxd", "lxd": {}})
+    node = Node("t1-cp-1", "control_plane", "127.0.0.1", None, "root")
+    data = build_inventory(spec, [node], endpoint="https://127.0.0.1:6443")
+    data["all"]["hosts"]["t1-cp-1"]["ansible_port"] = port
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(dump_inventory(data), encoding="utf-8")
+    result = kubesmith(installed, tmp_path, "provision", "-i", str(inventory), "--tags", "prep")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "provision failed on t1-cp-1: unreachable" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
