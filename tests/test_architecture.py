@@ -11,6 +11,10 @@ import ast
 from pathlib import Path
 
 import pytest
+import yaml
+
+from kubesmith.provision.provisioner import BASE_TAGS, TAGS
+from kubesmith.resources import playbooks_dir
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "kubesmith"
@@ -140,3 +144,29 @@ def test_the_checker_catches_a_crossing_import(
     monkeypatch.setitem(globals(), "SRC", tmp_path / "src")
     monkeypatch.setitem(globals(), "PACKAGE", fake)
     assert any(expected in problem for problem in _violations())
+
+
+def _playbook_tags(path: Path) -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            tags = node.get("tags")
+            if isinstance(tags, list):
+                found.update(str(t) for t in tags)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_the_tag_list_is_the_playbooks_own() -> None:
+    """`provision --tags` accepts exactly the tags site.yml and base.yml put on their plays."""
+    base = _playbook_tags(playbooks_dir() / "base.yml")
+    site = _playbook_tags(playbooks_dir() / "site.yml")
+    assert set(BASE_TAGS) == base
+    assert set(TAGS) == base | site

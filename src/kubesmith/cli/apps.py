@@ -20,6 +20,7 @@ from kubesmith.apps import (
 from kubesmith.apps.kubeschema import ManifestProblem, load_stream
 from kubesmith.apps.render import stack_values
 from kubesmith.cli.console import err
+from kubesmith.cli.options import stack_option
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.stackfile import load_spec
 
@@ -63,11 +64,9 @@ def render(
         help="Write one <index>-<kind>-<name>.yaml per object here instead of printing.",
         file_okay=False,
     ),
-    stack: str | None = typer.Option(
+    stack: str | None = stack_option(
         None,
-        "--stack",
-        "-s",
-        help="Apply the stack's kubesmith:cluster.apps[].values and check against its "
+        "Apply the stack's kubesmith:cluster.apps[].values and check against its "
         "Kubernetes version.",
     ),
     secrets_file: Path | None = typer.Option(
@@ -124,9 +123,7 @@ def validate(
         help="Validate against this version's schemas (default: the stack's, else the pinned "
         "default).",
     ),
-    stack: str | None = typer.Option(
-        None, "--stack", "-s", help="Use the Kubernetes version of Pulumi.<stack>.yaml."
-    ),
+    stack: str | None = stack_option(None, "Use the Kubernetes version of Pulumi.<stack>.yaml."),
 ) -> None:
     """Check manifests against the Kubernetes OpenAPI schema in strict mode (offline).
 

@@ -17,7 +17,7 @@ import typer
 
 from kubesmith import versions
 from kubesmith.cli.console import err, out
-from kubesmith.cli.options import Stack
+from kubesmith.cli.options import OptionalStack, Stack
 from kubesmith.downloads import airgap
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.provision import target as targets
@@ -37,7 +37,7 @@ artifacts_app = typer.Typer(
 ArchOption = typer.Option(
     ["amd64"], "--arch", help="Node architecture (amd64, arm64); repeat for both."
 )
-StackOrNone = typer.Option(None, "--stack", "-s", help="Stack name (its inventory and PKI).")
+StackOrNone = OptionalStack
 InventoryOrNone = typer.Option(
     None, "--inventory", "-i", help="An inventory file instead of a stack (e.g. a lab's)."
 )

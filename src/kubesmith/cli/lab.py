@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from kubesmith.cli.console import err, out
-from kubesmith.cli.lxd import LocalStack
+from kubesmith.cli.options import LocalStack
 from kubesmith.local.lab import create_lab, destroy_lab
 
 app = typer.Typer(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 from kubesmith.cli.console import err, out
+from kubesmith.cli.options import LocalStack
 from kubesmith.local import daemon, host
 from kubesmith.local.connection import connect, socket_path
 from kubesmith.local.stackspec import load_lxd_spec
 
 #: The local backend's commands default to the `local` stack.
-LocalStack = typer.Option("local", "--stack", "-s", help="Stack name (reads Pulumi.<stack>.yaml).")
 
 app = typer.Typer(help="Prepare this machine's LXD for the local backend.", no_args_is_help=True)
 

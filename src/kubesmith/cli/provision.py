@@ -10,15 +10,16 @@ from typing import Literal
 import typer
 
 from kubesmith.cli.console import err, out
+from kubesmith.cli.options import OptionalStack
 from kubesmith.errors import UserError
 from kubesmith.provision import target as targets
-from kubesmith.provision.provisioner import Options, Outcome, provision
+from kubesmith.provision.provisioner import TAGS, Options, Outcome, provision
 from kubesmith.provision.recap import Progress, pki_summary, recap_table
 from kubesmith.provision.variables import BINARIES_VAR
 
 etcd_app = typer.Typer(help="etcd backups: snapshot now, restore a snapshot.", no_args_is_help=True)
 
-StackOption = typer.Option(None, "--stack", "-s", help="Stack name (its inventory and PKI).")
+StackOption = OptionalStack
 InventoryOption = typer.Option(
     None,
     "--inventory",
@@ -35,18 +36,6 @@ MirrorOption = typer.Option(
     None,
     "--mirror",
     help="With --inventory: fetch release downloads from MIRROR/<host>/<path> (air-gapped sites).",
-)
-TAGS = (
-    "prep",
-    "pki",
-    "runtime",
-    "etcd",
-    "api_proxy",
-    "control_plane",
-    "cni",
-    "kubelet",
-    "kube_proxy",
-    "coredns",
 )
 
 

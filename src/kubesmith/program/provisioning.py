@@ -72,14 +72,13 @@ def with_controller_paths(stack: str, inventory: Mapping[str, Any]) -> dict[str,
     """The stack's inventory plus what only this machine knows: the stack's SSH key and its
     pinned host keys (the same variables kubesmith.provision.inventory.build_inventory sets). The
     inventory in the Pulumi state names no controller path."""
+    from kubesmith.provision.inventory import controller_vars
     from kubesmith.state.sshkeys import stack_key
 
     data: dict[str, Any] = json.loads(json.dumps(inventory))  # a deep, plain copy
     all_vars = data.setdefault("all", {}).setdefault("vars", {})
-    all_vars["ansible_ssh_private_key_file"] = str(stack_key(stack).private_path)
-    all_vars["ansible_ssh_common_args"] = (
-        f"-o UserKnownHostsFile={stack_dir(stack) / 'known_hosts'} "
-        "-o StrictHostKeyChecking=accept-new"
+    all_vars.update(
+        controller_vars(stack_key(stack).private_path, stack_dir(stack) / "known_hosts")
     )
     return data
 

@@ -52,6 +52,22 @@ def cluster_vars(spec: ClusterSpec, endpoint: str) -> dict[str, Any]:
     }
 
 
+def controller_vars(
+    ssh_private_key_file: Path | None, known_hosts_file: Path | None
+) -> dict[str, str]:
+    """How this controller reaches the nodes: its SSH key and its pinned host keys (learnt on
+    first contact, accept-new, and checked on every later one). Controller paths, so never
+    part of an inventory kept in a Pulumi state."""
+    found = {}
+    if ssh_private_key_file is not None:
+        found["ansible_ssh_private_key_file"] = str(ssh_private_key_file)
+    if known_hosts_file is not None:
+        found["ansible_ssh_common_args"] = (
+            f"-o UserKnownHostsFile={known_hosts_file} -o StrictHostKeyChecking=accept-new"
+        )
+    return found
+
+
 def build_inventory(
     spec: ClusterSpec,
     nodes: Sequence[Node],
@@ -80,13 +96,7 @@ def build_inventory(
         hosts[node.name] = hostvars
 
     all_vars = cluster_vars(spec, endpoint)
-    if ssh_private_key_file is not None:
-        all_vars["ansible_ssh_private_key_file"] = str(ssh_private_key_file)
-    if known_hosts_file is not None:
-        # Pinned host keys, learnt on first contact (accept-new), checked on every later one.
-        all_vars["ansible_ssh_common_args"] = (
-            f"-o UserKnownHostsFile={known_hosts_file} -o StrictHostKeyChecking=accept-new"
-        )
+    all_vars.update(controller_vars(ssh_private_key_file, known_hosts_file))
 
     # Empty mappings, never nulls: Pulumi drops None values when it serialises resource
     # inputs, which would empty every group on its way to the Provisioning resource.

@@ -116,11 +116,15 @@ def fetch_releases(
 
 #: site.yml's tags for the node base (node_prep, pki, containerd, etcd): runs limited to these
 #: run base.yml and need none of the Kubernetes preparation.
-BASE_TAGS = frozenset({"prep", "pki", "runtime", "etcd"})
+BASE_TAGS = ("prep", "pki", "runtime", "etcd")
+#: site.yml's tags for the Kubernetes plays, in play order.
+KUBERNETES_TAGS = ("api_proxy", "control_plane", "cni", "kubelet", "kube_proxy", "coredns")
+#: Every tag `kubesmith provision --tags` accepts (tests check them against the playbooks).
+TAGS = BASE_TAGS + KUBERNETES_TAGS
 
 
 def _runs_kubernetes(tags: Sequence[str]) -> bool:
-    return not tags or not set(tags) <= BASE_TAGS
+    return not tags or not set(tags) <= set(BASE_TAGS)
 
 
 def provision(target: Target, options: Options, on_event: EventHandler | None = None) -> Outcome:
