@@ -44,6 +44,7 @@ from cryptography import x509
 from kubesmith.apps import check_objects
 from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.provision import flags
+from kubesmith.spec import ClusterSpec, parse_cluster
 from tests.integration.conftest import LxdHost, unique_name
 
 pytestmark = pytest.mark.integration
@@ -88,6 +89,11 @@ class Cluster:
     @property
     def vars(self) -> dict[str, Any]:
         return dict(self.data["all"]["vars"])
+
+    @property
+    def spec(self) -> ClusterSpec:
+        """The spec the inventory carries (what the cluster was built from)."""
+        return parse_cluster(self.vars["kubesmith_cluster"])
 
     @property
     def hosts(self) -> list[str]:
@@ -259,12 +265,12 @@ def test_every_unit_passes_systemd_analyze_verify(cluster: Cluster, node_kind: s
 def unit_flags(cluster: Cluster, host: str, unit: str) -> dict[str, str]:
     text = cluster.read(host, f"/etc/systemd/system/{unit}.service")
     _, parsed = flags.parse_exec_start(text)
-    assert f"Kubernetes v{cluster.vars['kubesmith_cluster']['kubernetesVersion']}" in text
+    assert f"Kubernetes v{cluster.spec.kubernetes_version}" in text
     return parsed
 
 
 def minor(cluster: Cluster) -> str:
-    return ".".join(str(cluster.vars["kubesmith_cluster"]["kubernetesVersion"]).split(".")[:2])
+    return cluster.spec.kubernetes_minor
 
 
 def test_control_plane_flags_are_valid_for_the_minor_and_hardened(cluster: Cluster) -> None:
@@ -283,7 +289,7 @@ def test_control_plane_flags_are_valid_for_the_minor_and_hardened(cluster: Clust
         assert apiserver["etcd-servers"] == ",".join(
             f"https://{cluster.ip(cp)}:2379" for cp in cluster.control_planes
         )
-        assert apiserver["service-cluster-ip-range"] == cluster.vars["kubesmith_service_cidr"]
+        assert apiserver["service-cluster-ip-range"] == cluster.spec.service_cidr
         for key in ("etcd-certfile", "etcd-keyfile", "tls-cert-file", "client-ca-file"):
             cluster.run(host, f"test -s {apiserver[key]}")
 
@@ -347,7 +353,7 @@ def test_kubelet_configuration(cluster: Cluster) -> None:
         assert config["rotateCertificates"] is True
         assert config["cgroupDriver"] == "systemd"
         assert config["containerRuntimeEndpoint"] == "unix:///run/containerd/containerd.sock"
-        assert config["clusterDNS"] == [cluster.vars["kubesmith_cluster_dns"]]
+        assert config["clusterDNS"] == [cluster.spec.dns_address]
         # LXD nodes share the host's kernel: no swap refusal, no kernel-default enforcement.
         assert config["failSwapOn"] is False
         assert config["protectKernelDefaults"] is False
@@ -365,7 +371,7 @@ def test_kube_proxy_configuration_fits_lxd(cluster: Cluster) -> None:
         config = cluster.yaml(host, proxy["config"])
         assert config["kind"] == "KubeProxyConfiguration"
         assert config["mode"] == "iptables"
-        assert config["clusterCIDR"] == cluster.vars["kubesmith_cluster"]["podCidr"]
+        assert config["clusterCIDR"] == cluster.spec.pod_cidr
         assert config["hostnameOverride"] == host
         # The node cannot change the host's conntrack table: kube-proxy must not try.
         assert config["conntrack"] == {
@@ -471,7 +477,7 @@ def test_apiserver_certificate_on_the_nodes_names_the_cluster(cluster: Cluster) 
         ).stdout
         for name in (
             "DNS:kubernetes.default.svc.cluster.local",
-            f"IP Address:{cluster.vars['kubesmith_api_service_address']}",
+            f"IP Address:{cluster.spec.api_service_address}",
             f"IP Address:{cluster.ip(host)}",
             "IP Address:127.0.0.1",
             f"DNS:{host}",
@@ -494,7 +500,7 @@ def test_addon_manifests_on_the_control_plane_validate(cluster: Cluster) -> None
         assert check_objects(listing["items"], version, name) == []
     coredns = cluster.yaml(host, "/etc/kubernetes/addons/coredns.yaml")["items"]
     service = next(o for o in coredns if o["kind"] == "Service")
-    assert service["spec"]["clusterIP"] == cluster.vars["kubesmith_cluster_dns"]
+    assert service["spec"]["clusterIP"] == cluster.spec.dns_address
 
 
 # --- the pod network, for real -------------------------------------------------------------------
