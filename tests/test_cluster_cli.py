@@ -18,7 +18,7 @@ from kubesmith.provision.admin import admin_kubeconfig
 from kubesmith.provision.inventory import Inventory
 from kubesmith.provision.target import STACK_INVENTORY, for_inventory, for_stack
 from kubesmith.state.paths import stack_dir
-from kubesmith.state.pki_kubernetes import KubernetesPki
+from kubesmith.state.pki import Pki
 from tests.clusterlab import local_spec, write_inventory
 from tests.conftest import REPO
 
@@ -34,7 +34,7 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> str:
 def provisioned(directory: Path, control_planes: int = 1, workers: int = 1) -> Inventory:
     """An inventory whose PKI was issued, as after `kubesmith provision` (no nodes needed)."""
     inventory = write_inventory(directory, local_spec(control_planes, workers))
-    KubernetesPki(directory / "pki", inventory.cluster).ensure(inventory.identities())
+    Pki(directory / "pki", inventory.cluster).ensure(inventory.identities())
     return inventory
 
 
@@ -144,7 +144,7 @@ def test_certs_lists_every_certificate_soonest_first(stack: str) -> None:
 def test_certs_fails_when_a_leaf_is_inside_the_renewal_window(stack: str) -> None:
     inventory = write_inventory(stack_dir(stack), local_spec(1, 1))
     issued = dt.datetime.now(dt.UTC) - dt.timedelta(days=300)
-    pki = KubernetesPki(stack_dir(stack) / "pki", inventory.cluster)
+    pki = Pki(stack_dir(stack) / "pki", inventory.cluster)
     pki.ensure(inventory.identities(), now=issued)
     result = runner.invoke(app, ["certs", "-s", stack])
     assert result.exit_code == 1

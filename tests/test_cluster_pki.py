@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubesmith.provision.inventory import Inventory, load_inventory
-from kubesmith.state.pki_kubernetes import KUBERNETES_LEAVES, KubernetesPki
+from kubesmith.state.pki import LEAVES, Pki
 from tests.clusterlab import local_spec, write_inventory
 
 SERVER = {ExtendedKeyUsageOID.SERVER_AUTH}
@@ -41,20 +41,20 @@ def usages(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
 
 
 @pytest.fixture
-def ha(tmp_path: Path) -> tuple[Inventory, KubernetesPki]:
+def ha(tmp_path: Path) -> tuple[Inventory, Pki]:
     """Three control planes and a worker, the local HA shape (API on each node's loopback)."""
     inventory = write_inventory(tmp_path / "lab", local_spec(3, 1))
-    pki = KubernetesPki(tmp_path / "pki", inventory.cluster)
+    pki = Pki(tmp_path / "pki", inventory.cluster)
     pki.ensure(inventory.identities())
     return inventory, pki
 
 
-def leaf(pki: KubernetesPki, node: str, path: str) -> x509.Certificate:
+def leaf(pki: Pki, node: str, path: str) -> x509.Certificate:
     return load(pki.directory / "nodes" / node / f"{path}.crt")
 
 
 def test_apiserver_certificate_names_every_way_clients_reach_the_api(
-    ha: tuple[Inventory, KubernetesPki],
+    ha: tuple[Inventory, Pki],
 ) -> None:
     inventory, pki = ha
     for host in inventory.hosts_in("kube_control_plane"):
@@ -74,7 +74,7 @@ def test_apiserver_certificate_names_every_way_clients_reach_the_api(
         assert subject(cert) == ("kube-apiserver", None)
 
 
-def test_identities_are_what_the_authorizers_expect(ha: tuple[Inventory, KubernetesPki]) -> None:
+def test_identities_are_what_the_authorizers_expect(ha: tuple[Inventory, Pki]) -> None:
     _, pki = ha
     cp, worker = "local-cp-1", "local-worker-1"
     expected = {
@@ -96,7 +96,7 @@ def test_identities_are_what_the_authorizers_expect(ha: tuple[Inventory, Kuberne
 
 
 def test_kubelet_serving_certificate_carries_the_node_address(
-    ha: tuple[Inventory, KubernetesPki],
+    ha: tuple[Inventory, Pki],
 ) -> None:
     inventory, pki = ha
     cert = leaf(pki, "local-worker-1", "kubelet-server")
@@ -105,10 +105,10 @@ def test_kubelet_serving_certificate_carries_the_node_address(
     assert inventory.hostvars["local-worker-1"]["kubesmith_node_ip"] in sans(cert)
 
 
-def test_every_leaf_chains_to_its_own_ca_with_openssl(ha: tuple[Inventory, KubernetesPki]) -> None:
+def test_every_leaf_chains_to_its_own_ca_with_openssl(ha: tuple[Inventory, Pki]) -> None:
     _, pki = ha
     for node in ("local-cp-1", "local-worker-1"):
-        for profile in KUBERNETES_LEAVES:
+        for profile in LEAVES:
             path = pki.directory / "nodes" / node / f"{profile.path}.crt"
             if not path.exists():
                 continue
@@ -130,7 +130,7 @@ def test_every_leaf_chains_to_its_own_ca_with_openssl(ha: tuple[Inventory, Kuber
             assert wrong.returncode != 0, profile.path
 
 
-def test_groups_decide_who_receives_what(ha: tuple[Inventory, KubernetesPki]) -> None:
+def test_groups_decide_who_receives_what(ha: tuple[Inventory, Pki]) -> None:
     inventory, pki = ha
     identities = {i.name: i for i in inventory.identities()}
     cp = {f.dest: f.mode for f in pki.node_files(identities["local-cp-1"])}
@@ -145,7 +145,7 @@ def test_groups_decide_who_receives_what(ha: tuple[Inventory, KubernetesPki]) ->
 
 
 def test_node_bundle_carries_the_kubernetes_files_with_their_modes(
-    ha: tuple[Inventory, KubernetesPki],
+    ha: tuple[Inventory, Pki],
 ) -> None:
     inventory, pki = ha
     node = next(i for i in inventory.identities() if i.name == "local-cp-1")
@@ -158,7 +158,7 @@ def test_node_bundle_carries_the_kubernetes_files_with_their_modes(
 
 
 def test_rerun_changes_nothing_and_keeps_the_service_account_key(
-    ha: tuple[Inventory, KubernetesPki],
+    ha: tuple[Inventory, Pki],
 ) -> None:
     inventory, pki = ha
     key_before = (pki.directory / "sa.key").read_bytes()
@@ -194,11 +194,11 @@ def test_a_new_api_endpoint_reissues_only_the_apiserver_certificates(
 ) -> None:
     inventory = write_inventory(tmp_path / "lab", local_spec(1, 1))
     directory = tmp_path / "pki"
-    KubernetesPki(directory, inventory.cluster).ensure(inventory.identities())
+    Pki(directory, inventory.cluster).ensure(inventory.identities())
     key = (directory / "nodes/local-cp-1/apiserver.key").read_bytes()
 
     moved = with_endpoint(inventory, endpoint)
-    pki = KubernetesPki(directory, moved.cluster)
+    pki = Pki(directory, moved.cluster)
     report = pki.ensure(moved.identities())
 
     assert [(node, path, reason) for node, path, reason in report.issued] == [
@@ -209,7 +209,7 @@ def test_a_new_api_endpoint_reissues_only_the_apiserver_certificates(
     assert (directory / "nodes/local-cp-1/apiserver.key").read_bytes() == key
 
 
-def test_certificates_close_to_expiry_are_renewed(ha: tuple[Inventory, KubernetesPki]) -> None:
+def test_certificates_close_to_expiry_are_renewed(ha: tuple[Inventory, Pki]) -> None:
     inventory, pki = ha
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
     report = pki.ensure(inventory.identities(), now=later)
@@ -219,7 +219,7 @@ def test_certificates_close_to_expiry_are_renewed(ha: tuple[Inventory, Kubernete
 
 
 def test_controller_admin_certificate_is_a_cluster_admin(
-    ha: tuple[Inventory, KubernetesPki],
+    ha: tuple[Inventory, Pki],
 ) -> None:
     _, pki = ha
     cert_path, key_path = pki.controller_admin()

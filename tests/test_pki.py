@@ -13,8 +13,14 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubesmith.cluster import Cluster
 from kubesmith.errors import KubesmithError
-from kubesmith.state.pki import NodeIdentity, Pki
+from kubesmith.spec import parse_cluster
+from kubesmith.state.pki import CAS, LEAVES, NodeIdentity, Pki
+
+CLUSTER = Cluster(
+    parse_cluster({"name": "t", "backend": "lxd", "lxd": {}}), "https://10.0.0.11:6443"
+)
 
 CP = frozenset({"etcd", "kube_control_plane", "kube_node", "k8s_cluster"})
 WORKER = frozenset({"kube_node", "k8s_cluster"})
@@ -39,7 +45,7 @@ def sans(c: x509.Certificate) -> set[str]:
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path / "pki")
+    return Pki(tmp_path / "pki", CLUSTER)
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -107,23 +113,33 @@ def test_openssl_accepts_the_chain_for_its_purpose(pki: Pki) -> None:
     assert wrong.returncode != 0, "a client certificate must not pass as a server"
 
 
-def test_workers_get_the_ca_certificate_and_nothing_secret(pki: Pki) -> None:
+def test_workers_get_the_ca_certificate_and_only_their_own_keys(pki: Pki) -> None:
     worker = node("w-1", "10.0.0.21", WORKER)
     plane = node("cp-1", "10.0.0.11")
     pki.ensure([plane, worker])
-    assert [(f.dest, f.mode) for f in pki.node_files(worker)] == [("ca.crt", "0644")]
+    worker_files = {f.dest: f.mode for f in pki.node_files(worker)}
+    assert worker_files == {
+        "ca.crt": "0644",
+        **{f"{leaf}.crt": "0644" for leaf in ("kubelet-client", "kubelet-server", "kube-proxy")},
+        **{f"{leaf}.key": "0600" for leaf in ("kubelet-client", "kubelet-server", "kube-proxy")},
+    }
+    # Keys a worker holds are its own (nodes/w-1/...): no CA key, nothing of etcd's.
+    assert all(str(f.src).startswith(str(pki.directory / "nodes/w-1")) or f.dest == "ca.crt"
+               for f in pki.node_files(worker))  # fmt: skip
     plane_files = {f.dest: f.mode for f in pki.node_files(plane)}
     assert plane_files["ca.key"] == "0600"  # control planes sign, as with kubeadm
     assert "etcd/ca.key" not in plane_files  # etcd certificates are issued here, not on nodes
     assert plane_files["etcd/server.key"] == "0600"
     assert plane_files["etcd/server.crt"] == "0644"
-    assert not (pki.directory / "nodes/w-1").exists()
+    assert not (pki.directory / "nodes/w-1/etcd").exists()
 
 
 def test_second_run_changes_nothing(pki: Pki) -> None:
     nodes = [node("cp-1", "10.0.0.11"), node("cp-2", "10.0.0.12")]
     first = pki.ensure(nodes)
-    assert len(first.issued) == 2 + 2 * 4
+    # Every CA, every leaf of each node's groups, the controller's admin, the SA key: once.
+    per_node = [leaf for leaf in LEAVES if leaf.groups & CP]
+    assert len(first.issued) == len(CAS) + len(nodes) * len(per_node) + 1 + 1
     before = snapshot(pki.directory)
     assert pki.ensure(nodes).issued == []
     assert snapshot(pki.directory) == before
@@ -145,9 +161,11 @@ def test_changed_address_reissues_that_nodes_server_certificates_with_the_same_k
     key_before = (pki.directory / "nodes/cp-1/etcd/server.key").read_bytes()
     other_before = snapshot(pki.directory / "nodes/cp-2")
     report = pki.ensure([node("cp-1", "10.0.0.99"), node("cp-2", "10.0.0.12")])
+    # Exactly the certificates that carry the node's addresses: etcd's, the apiserver's and
+    # the kubelet's serving certificates.
     assert sorted((n, p, r) for n, p, r in report.issued) == [
-        ("cp-1", "etcd/peer.crt", "names or addresses changed"),
-        ("cp-1", "etcd/server.crt", "names or addresses changed"),
+        ("cp-1", path, "names or addresses changed")
+        for path in ("apiserver.crt", "etcd/peer.crt", "etcd/server.crt", "kubelet-server.crt")
     ]
     assert "10.0.0.99" in sans(cert(pki.directory / "nodes/cp-1/etcd/server.crt"))
     assert (pki.directory / "nodes/cp-1/etcd/server.key").read_bytes() == key_before
@@ -184,7 +202,7 @@ def test_a_readable_key_is_refused(pki: Pki) -> None:
 
 def test_a_certificate_from_another_ca_is_reissued(pki: Pki, tmp_path: Path) -> None:
     pki.ensure([node("cp-1", "10.0.0.11")])
-    foreign = Pki(tmp_path / "other")
+    foreign = Pki(tmp_path / "other", CLUSTER)
     foreign.ensure([node("cp-1", "10.0.0.11")])
     shutil.copy(
         foreign.directory / "nodes/cp-1/etcd/server.crt",

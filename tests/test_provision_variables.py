@@ -33,7 +33,7 @@ def target(tmp_path: Path) -> Target:
 def test_lxd_inventories_default_to_debian_packages(target: Target) -> None:
     assert set(target.artifacts.sources.values()) == {"distro"}
     assert release_needs(target) == {}
-    pki = Pki(target.pki_dir)
+    pki = Pki(target.pki_dir, target.inventory.cluster)
     pki.ensure(target.inventory.identities())
     variables = node_base_variables(target, pki, {}, {}).extravars()
     packages = variables["kubesmith_host_packages"]
@@ -67,7 +67,7 @@ def test_release_sources_hand_each_host_its_verified_archives(
         for host, names in needs.items()
         for name in names
     }
-    pki = Pki(released.pki_dir)
+    pki = Pki(released.pki_dir, released.inventory.cluster)
     pki.ensure(released.inventory.identities())
     variables = node_base_variables(released, pki, planned, arch_of).extravars()
     assert variables["kubesmith_host_packages"] == {}
@@ -81,10 +81,13 @@ def test_release_sources_hand_each_host_its_verified_archives(
 
 
 def test_pki_bundles_follow_the_groups(target: Target) -> None:
-    pki = Pki(target.pki_dir)
+    pki = Pki(target.pki_dir, target.inventory.cluster)
     pki.ensure(target.inventory.identities())
     bundles = node_base_variables(target, pki, {}, {}).extravars()["kubesmith_pki_bundles"]
-    assert bundles["t1-worker-1"]["files"] == ["ca.crt"]
+    worker = set(bundles["t1-worker-1"]["files"])
+    assert "ca.crt" in worker
+    assert not worker & {"ca.key", "front-proxy-ca.crt", "sa.key"}
+    assert not [f for f in worker if f.startswith("etcd/")]
     plane = bundles["t1-cp-1"]["files"]
     assert {"ca.key", "etcd/server.key", "etcd/peer.crt", "apiserver-etcd-client.key"} <= set(plane)
     assert "etcd/ca.key" not in plane

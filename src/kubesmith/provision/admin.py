@@ -11,7 +11,7 @@ from kubesmith.cluster import API_PORT
 from kubesmith.errors import UserError
 from kubesmith.provision.target import Target, for_stack
 from kubesmith.state.kubeconfig import kubeconfig
-from kubesmith.state.pki_kubernetes import KubernetesPki
+from kubesmith.state.pki import Pki
 
 
 def controller_server(target: Target) -> str:
@@ -43,7 +43,7 @@ def admin_kubeconfig(target: Target) -> str:
     program exports it as a secret output.
     """
     cluster = target.inventory.cluster
-    pki = KubernetesPki(target.pki_dir, cluster)
+    pki = Pki(target.pki_dir, cluster)
     cert, key = pki.controller_admin()
     ca = target.pki_dir / "ca.crt"
     missing = [p for p in (ca, cert, key) if not p.is_file()]

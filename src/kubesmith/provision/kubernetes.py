@@ -37,7 +37,7 @@ from kubesmith.provision.variables import (
 from kubesmith.resources import templates_dir
 from kubesmith.state import records
 from kubesmith.state.encryption import PROVIDER_VAR, ensure_config
-from kubesmith.state.pki_kubernetes import ADMINS_GROUP, APISERVER_KUBELET_CLIENT, KubernetesPki
+from kubesmith.state.pki import ADMINS_GROUP, APISERVER_KUBELET_CLIENT, Pki
 from kubesmith.state.podcidr import allocate, check_room
 
 #: Where Debian's containernetworking-plugins installs CNI plugins (the containerd role points
@@ -64,8 +64,8 @@ class Prepared:
     downloaded: list[ServerTarball] = field(default_factory=list)
 
 
-def cluster_pki(target: Target) -> KubernetesPki:
-    return KubernetesPki(target.pki_dir, target.inventory.cluster)
+def cluster_pki(target: Target) -> Pki:
+    return Pki(target.pki_dir, target.inventory.cluster)
 
 
 def rbac_manifests() -> list[dict[str, Any]]:

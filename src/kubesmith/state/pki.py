@@ -4,8 +4,11 @@ Layout under the PKI directory (the stack's or lab's state dir, 0700):
 
     ca.crt ca.key                      Kubernetes CA
     etcd/ca.crt etcd/ca.key            etcd CA
+    front-proxy-ca.{crt,key}           CA of the aggregation layer
+    sa.key sa.pub                      service-account token signing key (never reissued)
     nodes/<node>/<path>.{crt,key}      leaf certificates, <path> as on the node under
                                        /etc/kubernetes/pki (kubeadm's layout)
+    controller/admin.{crt,key}         the controller's own admin client certificate
 
 What exists is reused. A CA is created only when neither of its files exists; a missing half
 is an error, never a silent regeneration (every certificate would stop verifying). A leaf
@@ -13,12 +16,22 @@ certificate is issued when missing and reissued, with its existing key, only whe
 differ from what the inventory says, it no longer chains to its CA, or it expires within
 ``RENEW_BEFORE``; each issue is reported with its reason.
 
-Certificates are described by data (``CAS``, ``LEAVES``): the control-plane issue adds the
-apiserver, kubelet and front-proxy certificates by appending profiles, not by changing code.
+Every certificate is a row of one profile table (``CAS``, ``LEAVES``): who receives it (by
+inventory group), who signs it, what it is called and how it may be used. Control-plane
+leaves: apiserver (serving; node names plus the `kubernetes` Service names, its ClusterIP and
+the API endpoint's host), apiserver-kubelet-client, front-proxy-client, apiserver-etcd-client
+and the client certificates behind the controller-manager, scheduler, admin and super-admin
+kubeconfigs. Every Kubernetes node: kubelet-client (system:node:<name>, the Node authorizer's
+identity), kubelet-server and kube-proxy. etcd members: server, peer, healthcheck-client.
+
+Who is who: super-admin is in system:masters (never revocable by RBAC, so it stays on the
+control planes and only bootstraps RBAC); admin is in kubesmith:cluster-admins, bound to
+cluster-admin by the rbac add-on, and is what people and the smoke test use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -34,6 +47,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubesmith.cluster import Cluster
 from kubesmith.errors import KubesmithError
 from kubesmith.state.files import atomic_write, check_private
 
@@ -51,6 +65,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 class CaProfile:
     path: str  # "ca" -> ca.crt / ca.key
     common_name: str
+    #: Inventory groups whose nodes receive the CA certificate (their trust anchor).
+    cert_groups: frozenset[str]
     #: Inventory groups whose nodes receive the CA key too (kubeadm puts it on control planes).
     key_groups: frozenset[str] = frozenset()
 
@@ -66,36 +82,63 @@ class LeafProfile:
     organization: str | None = None
     #: Whether the node's names and addresses go into subjectAltName (server certificates).
     node_sans: bool = False
+    #: Whether the API's names go in too: the `kubernetes` Service's and the API endpoint's.
+    api_sans: bool = False
 
-
-CAS: tuple[CaProfile, ...] = (
-    CaProfile("ca", "kubernetes", key_groups=frozenset({"kube_control_plane"})),
-    CaProfile("etcd/ca", "etcd-ca"),
-)
 
 _ETCD = frozenset({"etcd"})
-LEAVES: tuple[LeafProfile, ...] = (
-    LeafProfile(
-        "etcd/server", "etcd/ca", "{node}", _ETCD, server=True, client=True, node_sans=True
-    ),
-    LeafProfile("etcd/peer", "etcd/ca", "{node}", _ETCD, server=True, client=True, node_sans=True),
-    LeafProfile(
-        "etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client", _ETCD, client=True
-    ),
-    LeafProfile(
-        "apiserver-etcd-client",
-        "etcd/ca",
-        "kube-apiserver-etcd-client",
-        frozenset({"kube_control_plane"}),
-        client=True,
-    ),
+CONTROL_PLANE = frozenset({"kube_control_plane"})
+NODES = frozenset({"k8s_cluster"})
+#: The controller (where kubesmith runs) is a pseudo-node of this group.
+CONTROLLER_GROUP = "controller"
+#: RBAC group of admin certificates; the rbac add-on binds it to cluster-admin.
+ADMINS_GROUP = "kubesmith:cluster-admins"
+
+CAS: tuple[CaProfile, ...] = (
+    CaProfile("ca", "kubernetes", NODES | _ETCD, key_groups=CONTROL_PLANE),
+    CaProfile("etcd/ca", "etcd-ca", _ETCD | CONTROL_PLANE),
+    CaProfile("front-proxy-ca", "front-proxy-ca", CONTROL_PLANE),
 )
 
-#: CA certificates every node receives (trust anchors; the keys stay per CaProfile.key_groups).
-_CA_CERT_GROUPS = {
-    "ca": frozenset({"k8s_cluster", "etcd"}),
-    "etcd/ca": frozenset({"etcd", "kube_control_plane"}),
-}
+APISERVER = LeafProfile(
+    "apiserver", "ca", "kube-apiserver", CONTROL_PLANE, server=True, node_sans=True, api_sans=True
+)
+#: The apiserver towards kubelets; the rbac add-on grants this user the kubelet API.
+APISERVER_KUBELET_CLIENT = LeafProfile(
+    "apiserver-kubelet-client", "ca", "kube-apiserver-kubelet-client", CONTROL_PLANE, client=True
+)
+ADMIN = LeafProfile(
+    "admin", "ca", "kubesmith-admin", CONTROL_PLANE | {CONTROLLER_GROUP}, client=True,
+    organization=ADMINS_GROUP,
+)  # fmt: skip
+LEAVES: tuple[LeafProfile, ...] = (
+    LeafProfile("etcd/server", "etcd/ca", "{node}", _ETCD, server=True, client=True,
+                node_sans=True),
+    LeafProfile("etcd/peer", "etcd/ca", "{node}", _ETCD, server=True, client=True,
+                node_sans=True),
+    LeafProfile("etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client", _ETCD,
+                client=True),
+    LeafProfile("apiserver-etcd-client", "etcd/ca", "kube-apiserver-etcd-client", CONTROL_PLANE,
+                client=True),
+    APISERVER,
+    APISERVER_KUBELET_CLIENT,
+    LeafProfile("front-proxy-client", "front-proxy-ca", "front-proxy-client",
+                CONTROL_PLANE, client=True),
+    LeafProfile("controller-manager", "ca", "system:kube-controller-manager",
+                CONTROL_PLANE, client=True),
+    LeafProfile("scheduler", "ca", "system:kube-scheduler", CONTROL_PLANE, client=True),
+    LeafProfile("super-admin", "ca", "kubernetes-super-admin", CONTROL_PLANE, client=True,
+                organization="system:masters"),
+    ADMIN,
+    LeafProfile("kubelet-client", "ca", "system:node:{node}", NODES, client=True,
+                organization="system:nodes"),
+    LeafProfile("kubelet-server", "ca", "{node}", NODES, server=True, node_sans=True),
+    LeafProfile("kube-proxy", "ca", "system:kube-proxy", NODES, client=True),
+)  # fmt: skip
+
+#: The service-account token signing key pair of the control planes (created once).
+SERVICE_ACCOUNT_KEY = "sa.key"
+SERVICE_ACCOUNT_PUB = "sa.pub"
 
 
 @dataclass(frozen=True)
@@ -113,6 +156,11 @@ class NodeIdentity:
         names.update(x509.IPAddress(a) for a in self.addresses)
         names.update(x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1"))
         return frozenset(names)
+
+
+#: The controller as a pseudo-node; "_" keeps it apart from any real node name (Kubernetes
+#: node names are DNS-1123 and cannot hold one).
+CONTROLLER = NodeIdentity("_controller", frozenset({CONTROLLER_GROUP}), ())
 
 
 @dataclass(frozen=True)
@@ -141,8 +189,11 @@ class PkiReport:
 
 
 class Pki:
-    def __init__(self, directory: Path) -> None:
+    """The whole cluster PKI in ``directory``; ``cluster`` gives the API's names (apiserver)."""
+
+    def __init__(self, directory: Path, cluster: Cluster) -> None:
         self.directory = directory
+        self.cluster = cluster
 
     # --- public -------------------------------------------------------------------------
 
@@ -152,26 +203,35 @@ class Pki:
         report = PkiReport()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         cas = {profile.path: self._ensure_ca(profile, now, report) for profile in CAS}
-        for node in nodes:
+        for node in [*nodes, CONTROLLER]:
             for leaf in LEAVES:
                 if leaf.groups & node.groups:
-                    self._ensure_leaf(node, leaf, cas[leaf.ca], now, report)
+                    self._ensure_leaf(self._identity(node, leaf), leaf, cas[leaf.ca], now, report)
+        self._ensure_service_account_key(report)
         return report
 
     def node_files(self, node: NodeIdentity) -> list[NodeFile]:
         """The files ``node`` receives, by its inventory groups (after ``ensure``)."""
         files: list[NodeFile] = []
         for ca in CAS:
-            if _CA_CERT_GROUPS[ca.path] & node.groups:
+            if ca.cert_groups & node.groups:
                 files.append(NodeFile(self._ca_path(ca, ".crt"), f"{ca.path}.crt", "0644"))
             if ca.key_groups & node.groups:
                 files.append(NodeFile(self._ca_path(ca, ".key"), f"{ca.path}.key", "0600"))
+        if node.groups & CONTROL_PLANE:
+            for name, mode in ((SERVICE_ACCOUNT_KEY, "0600"), (SERVICE_ACCOUNT_PUB, "0644")):
+                files.append(NodeFile(self.directory / name, name, mode))
         for leaf in LEAVES:
             if leaf.groups & node.groups:
                 base = self._leaf_base(node.name, leaf)
                 files.append(NodeFile(base.with_suffix(".crt"), f"{leaf.path}.crt", "0644"))
                 files.append(NodeFile(base.with_suffix(".key"), f"{leaf.path}.key", "0600"))
         return files
+
+    def controller_admin(self) -> tuple[Path, Path]:
+        """The controller's admin certificate and key (after ``ensure``)."""
+        base = self._leaf_base(CONTROLLER.name, ADMIN)
+        return base.with_suffix(".crt"), base.with_suffix(".key")
 
     def node_bundle(self, node: NodeIdentity) -> NodeBundle:
         """Pack ``node``'s files into one tar (0600: it holds keys) and describe them.
@@ -266,7 +326,45 @@ class Pki:
     # --- leaves -------------------------------------------------------------------------
 
     def _leaf_base(self, node: str, leaf: LeafProfile) -> Path:
+        if node == CONTROLLER.name:
+            return self.directory / "controller" / leaf.path
         return self.directory / "nodes" / node / leaf.path
+
+    def _identity(self, node: NodeIdentity, leaf: LeafProfile) -> NodeIdentity:
+        """What ``leaf`` names for ``node``: the node's names, plus the API's for api_sans."""
+        if not leaf.api_sans:
+            return node
+        addresses = list(node.addresses)
+        names = list(node.dns_names) + list(self.cluster.service_names())
+        for value in (self.cluster.spec.api_service_address, self.cluster.api_host):
+            try:
+                address = ipaddress.ip_address(value)
+            except ValueError:
+                names.append(value)
+                continue
+            if address not in addresses:
+                addresses.append(address)
+        return dataclasses.replace(
+            node,
+            addresses=tuple(addresses),
+            dns_names=tuple(dict.fromkeys(n for n in names if n != node.name)),
+        )
+
+    def _ensure_service_account_key(self, report: PkiReport) -> None:
+        """sa.key is created once; sa.pub is always derived from it."""
+        key_path = self.directory / SERVICE_ACCOUNT_KEY
+        pub_path = self.directory / SERVICE_ACCOUNT_PUB
+        if key_path.exists():
+            key = load_key(key_path)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+            write_key(key_path, key)
+            report.issued.append(("-", SERVICE_ACCOUNT_KEY, "new service-account signing key"))
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if not pub_path.exists() or pub_path.read_bytes() != public:
+            atomic_write(pub_path, public, 0o644)
 
     def _ensure_leaf(
         self,
