@@ -7,6 +7,7 @@ import base64
 import getpass
 import grp
 import ipaddress
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -265,6 +266,44 @@ def test_probe_and_stale_files_agree_on_real_files(tmp_path: Path) -> None:
     )
     stale = plugin.stale_files(wanted, probe.splitlines())
     assert [Path(s["dest"]).name for s in stale] == ["changed", "loose", "missing"]
+
+
+def test_json_probe_and_stale_files_agree_on_real_files(tmp_path: Path) -> None:
+    """The raw probes' JSON (paths_probe) and stale_files: a file is written only when its
+    state differs from the wanted one; directories are reported as such."""
+    plugin = filters()
+    same, changed, loose = tmp_path / "same", tmp_path / "changed", tmp_path / "loose"
+    wanted = [
+        {"dest": str(path), "content": "kind: Config\n", "mode": "0600"}
+        for path in (same, changed, loose, tmp_path / "missing")
+    ]
+    for path in (same, changed, loose):
+        path.write_text("kind: Config\n" if path != changed else "kind: Other\n")
+        path.chmod(0o600 if path != loose else 0o644)
+    (tmp_path / "dir").mkdir(mode=0o700)
+    script = plugin.paths_probe([*(w["dest"] for w in wanted), str(tmp_path / "dir")])
+    printed = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{script}"], capture_output=True, text=True, check=True
+    ).stdout
+    user, group = getpass.getuser(), grp.getgrgid(os.getgid()).gr_name
+    found = {
+        path: state.replace(f" {user} {group}", " root root")
+        for path, state in json.loads(printed).items()
+    }
+    assert found[str(tmp_path / "dir")] == "directory 700 root root"
+    assert str(tmp_path / "missing") not in found
+    stale = plugin.stale_files(wanted, found)
+    assert [Path(s["dest"]).name for s in stale] == ["changed", "loose", "missing"]
+    assert (
+        json.loads(
+            subprocess.run(
+                ["sh", "-c", plugin.paths_probe([])], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        == {}
+    )
+    with pytest.raises(ValueError, match="JSON string"):
+        plugin.paths_probe(['/etc/"quoted"'])
 
 
 def test_kubeconfig_files_name_the_certificates() -> None:

@@ -337,6 +337,19 @@ def test_an_inventory_whose_spec_names_no_pod_network_means_bridge(tmp_path: Pat
 # --- what the roles make of it (Ansible evaluating the roles' own variables) ----------------
 
 
+def site_bindings(roles: Sequence[str]) -> dict[str, Any]:
+    """What site.yml passes ``roles`` (their inputs, bound from the kubesmith_* variables), with
+    the plays' own variables those bindings use."""
+    bound: dict[str, Any] = {}
+    for play in yaml.safe_load((REPO / "playbooks" / "site.yml").read_text()):
+        entries = [r for r in play.get("roles", []) if r["role"] in roles]
+        if entries:
+            bound.update(play.get("vars", {}))
+        for entry in entries:
+            bound.update(entry.get("vars", {}))
+    return bound
+
+
 def evaluate(
     directory: Path,
     variables: Mapping[str, Any],
@@ -344,7 +357,8 @@ def evaluate(
     roles: Sequence[str] = ("control_plane", "cni"),
 ) -> dict[str, Any]:
     """The values of Jinja ``expressions`` over ``roles``' defaults and vars, as ansible-playbook
-    evaluates them for a host given ``variables``. The play runs on localhost and only writes
+    evaluates them for a host given ``variables`` and the inputs site.yml binds from them
+    (``variables`` win, as extra variables do). The play runs on localhost and only writes
     the values to a file in ``directory``: nothing else on this machine is touched."""
     directory.mkdir(parents=True, exist_ok=True)
     # The cni role's vars read its files/ with the file lookup, which a play resolves from
@@ -368,7 +382,10 @@ def evaluate(
                     "dest": str(out),
                     "mode": "0600",
                 },
-                "vars": {"__values": {k: f"{{{{ {e} }}}}" for k, e in expressions.items()}},
+                "vars": {
+                    **site_bindings(roles),
+                    "__values": {k: f"{{{{ {e} }}}}" for k, e in expressions.items()},
+                },
             }
         ],
     }

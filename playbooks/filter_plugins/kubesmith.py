@@ -11,9 +11,12 @@
 - ``kubeconfig_files``: the kubeconfigs a role writes, as managed files;
 - ``file_specs``: managed-file entries reduced to what the ``kubesmith_files`` module takes
   (roles tag entries with their own keys, such as ``restart`` or ``service``);
-- ``files_probe`` / ``stale_files``: the roles' probe-then-act pattern. One shell command per
-  node prints a line per managed file (checksum, mode, owner); only files whose line differs
-  from what the role would write are written, so a converged node costs that one command.
+- ``paths_probe`` / ``stale_files``: the roles' probe-then-write pattern. A role's raw probe
+  prints one JSON document; ``paths_probe`` is its part for the managed paths
+  ({path: "<sha1> <mode> <owner> <group>"} per existing file, "directory <mode> <owner>
+  <group>" per directory). ``stale_files`` keeps the files whose state differs from what the
+  role would write, so a converged node costs that one command and no module run.
+  (``files_probe``, one text line per file, is the older form some roles still use.)
 """
 
 from __future__ import annotations
@@ -130,16 +133,46 @@ def files_probe(paths: Sequence[str]) -> str:
     )
 
 
-def _expected_line(item: Mapping[str, Any]) -> str:
+def paths_probe(paths: Sequence[str]) -> str:
+    """Shell lines printing one JSON object: each existing path of ``paths`` mapped to
+    ``<sha1> <mode> <owner> <group>`` (a file) or ``directory <mode> <owner> <group>``."""
+    unsafe = [p for p in paths if any(c in str(p) for c in '"\\\n')]
+    if unsafe:
+        raise ValueError(f"paths_probe: cannot print {unsafe[0]!r} inside a JSON string")
+    quoted = " ".join(shlex.quote(str(p)) for p in paths)
+    return (
+        "sep=''\n"
+        "printf '{'\n"
+        f"for path in {quoted}; do\n"
+        '  if [ -f "$path" ]; then\n'
+        '    state="$(sha1sum < "$path" | cut -d\' \' -f1) $(stat -c \'%a %U %G\' "$path")"\n'
+        '  elif [ -d "$path" ]; then\n'
+        '    state="directory $(stat -c \'%a %U %G\' "$path")"\n'
+        "  else\n"
+        "    continue\n"
+        "  fi\n"
+        '  printf \'%s"%s": "%s"\' "$sep" "$path" "$state"\n'
+        "  sep=', '\n"
+        "done\n"
+        "printf '}'"
+    )
+
+
+def _expected_state(item: Mapping[str, Any]) -> str:
     digest = hashlib.sha1(str(item["content"]).encode("utf-8"), usedforsecurity=False).hexdigest()
     mode = str(item["mode"]).lstrip("0") or "0"
-    return f"file {item['dest']} {digest} {mode} root root"
+    return f"{digest} {mode} root root"
 
 
-def stale_files(files: Sequence[Mapping[str, Any]], probe_lines: Sequence[str]) -> list[Any]:
-    """The ``files`` ({dest, content, mode, ...}) whose probed line differs from the wanted."""
-    present = set(probe_lines)
-    return [item for item in files if _expected_line(item) not in present]
+def stale_files(
+    files: Sequence[Mapping[str, Any]], found: Mapping[str, str] | Sequence[str]
+) -> list[Any]:
+    """The ``files`` ({dest, content, mode, ...}) whose probed state differs from the wanted:
+    ``found`` is ``paths_probe``'s object or ``files_probe``'s lines."""
+    if isinstance(found, Mapping):
+        return [item for item in files if found.get(item["dest"]) != _expected_state(item)]
+    present = set(found)
+    return [item for item in files if f"file {item['dest']} {_expected_state(item)}" not in present]
 
 
 #: The options of playbooks/library/kubesmith_files.py for one file.
@@ -159,6 +192,7 @@ class FilterModule:
             "binary_releases": binary_releases,
             "file_specs": file_specs,
             "files_probe": files_probe,
+            "paths_probe": paths_probe,
             "kubeconfig_files": kubeconfig_files,
             "stale_files": stale_files,
         }

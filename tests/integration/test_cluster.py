@@ -202,6 +202,39 @@ def test_second_run_changes_nothing(cluster: Cluster) -> None:
     assert "4 hosts provisioned, 0 changes" in result.stdout, result.stdout
 
 
+def test_check_mode_changes_nothing_and_a_run_restores_what_was_lost(cluster: Cluster) -> None:
+    """Files of every Kubernetes role gone or loosened: --check reports changes and leaves the
+    nodes as they are; a real run writes the same content and modes back."""
+    host, worker = cluster.control_planes[0], cluster.workers[0]
+    damaged = {
+        host: [
+            "/etc/kubernetes/admin.conf",
+            "/etc/kubernetes/encryption-config.yaml",
+            "/etc/systemd/system/kube-scheduler.service",
+            "/var/lib/kubelet/config.yaml",
+            "/etc/kubernetes/addons/coredns.yaml",
+        ],
+        worker: ["/var/lib/kube-proxy/config.yaml", "/etc/kubesmith/pod-routes"],
+    }
+    loosened = "/etc/kubernetes/kube-proxy.conf"
+    listing = "stat -c '%n %a %U %G' {0}; sha256sum {0}"
+    paths = {h: " ".join([*p, loosened]) for h, p in damaged.items()}
+    before = {h: cluster.run(h, listing.format(p)).stdout for h, p in paths.items()}
+    for h, p in damaged.items():
+        cluster.run(h, f"rm {' '.join(p)}; chmod 0644 {loosened}")
+    harmed = {h: cluster.run(h, listing.format(p), check=False).stdout for h, p in paths.items()}
+    args = ["provision", "--inventory", str(cluster.inventory), "--no-kubernetes-binaries"]
+    checked = kubesmith(*args, "--tags", MY_TAGS, "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "0 changes" not in checked.stdout, checked.stdout
+    assert {h: cluster.run(h, listing.format(p), check=False).stdout for h, p in paths.items()} == (
+        harmed
+    )
+    restored = kubesmith(*args, "--tags", MY_TAGS)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert {h: cluster.run(h, listing.format(p)).stdout for h, p in paths.items()} == before
+
+
 def unit_headers(cluster: Cluster, host: str) -> dict[str, str]:
     units = [*CP_UNITS, *NODE_UNITS]
     found = cluster.snapshot(host, [f"/etc/systemd/system/{u}.service" for u in units])
