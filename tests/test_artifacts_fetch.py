@@ -123,3 +123,14 @@ def test_unknown_architecture_is_a_clear_error(tmp_path: Path) -> None:
         download.release_arch("riscv64")
     assert download.release_arch("x86_64") == "amd64"
     assert download.release_arch("aarch64") == "arm64"
+
+
+def test_an_unpinned_download_is_never_fetched(server: LocalFiles, tmp_path: Path) -> None:
+    url = publish(server, "crictl.tar.gz")
+    listed = download.node_component(
+        component(url, "0" * 64), "arm64", tmp_path / "c", allow_unpinned=True
+    )
+    assert listed.checksum == ""
+    with pytest.raises(KubesmithError, match=r"crictl 9.9.9 \(arm64\): no published checksum"):
+        download.fetch(listed)
+    assert server.requests == []

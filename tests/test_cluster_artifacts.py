@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 
 from kubesmith import versions
 from kubesmith.cli import app
-from kubesmith.downloads import download, kube_binaries
+from kubesmith.downloads import airgap, download, kube_binaries
 from kubesmith.errors import KubesmithError
 from kubesmith.provision import kubernetes
 from kubesmith.provision.target import Target, artifact_cache_dir, for_inventory
+from kubesmith.stackfile import load_spec
 from kubesmith.state import records
 from tests.clusterlab import (
     LocalFiles,
@@ -233,6 +234,8 @@ def test_artifacts_fetch_stores_verified_files_in_the_mirror_layout(
         )
         assert again.exit_code == 0, again.output
         assert len(files.requests) == before
+        # Each file is named as `artifacts list` names it.
+        assert "kubernetes-server 1.35.1 (amd64): present" in again.output
     out = tmp_path / "out"
     assert (out / "dl.k8s.io/v1.35.1/kubernetes-server-linux-amd64.tar.gz").read_bytes() == TARBALL
     crictl = pinned["components"]["crictl"]["version"]
@@ -316,6 +319,25 @@ def test_commands_refuse_a_version_whose_server_tarball_is_not_pinned(
         assert errors == [expected], command
         assert "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_artifacts_lists_the_records_provisioning_fetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same URLs, checksums and cache paths: the air-gap copy is what provisioning wants."""
+    mirror = "http://mirror.invalid/files"
+    stack = air_project(
+        tmp_path / "p", monkeypatch, artifacts={"mirrorBaseUrl": mirror, "source": "release"}
+    )
+    spec = load_spec(stack)
+    cache = tmp_path / "cache"
+    assert airgap.stack_downloads(spec, cache, ["arm64"]) == [
+        *(
+            download.node_component(c, "arm64", cache, mirror)
+            for c in versions.components().values()
+        ),
+        download.server_tarball(spec.kubernetes_version, "arm64", cache, mirror),
+    ]
 
 
 def test_artifacts_bad_arch_is_a_usage_error(
