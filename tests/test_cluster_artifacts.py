@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 
 from kubesmith import versions
 from kubesmith.cli import app
-from kubesmith.downloads import kube_binaries
+from kubesmith.downloads import airgap, download, kube_binaries
 from kubesmith.errors import KubesmithError
 from kubesmith.provision import kubernetes
 from kubesmith.provision.target import Target, artifact_cache_dir, for_inventory
+from kubesmith.stackfile import load_spec
 from kubesmith.state import records
 from tests.clusterlab import (
     LocalFiles,
@@ -80,7 +81,7 @@ def test_a_version_without_a_published_checksum_is_refused(
     tmp_path: Path, server_unpinned: str
 ) -> None:
     with pytest.raises(KubesmithError, match=rf"kubernetes {server_unpinned}: no published sha512"):
-        kube_binaries.plan(server_unpinned, "amd64", tmp_path)
+        download.server_tarball(server_unpinned, "amd64", tmp_path)
 
 
 @pytest.fixture
@@ -100,9 +101,9 @@ def pinned(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 def test_binaries_are_unpacked_once_from_the_verified_tarball(tmp_path: Path) -> None:
     with serve(tmp_path / "www") as files:
         files.put(SERVER_URL, TARBALL)
-        tarball = kube_binaries.plan("1.35.1", "amd64", tmp_path / "cache", files.url)
-        assert kube_binaries.fetch(tarball)
-        assert not kube_binaries.fetch(tarball), "a verified cached tarball is not fetched again"
+        tarball = download.server_tarball("1.35.1", "amd64", tmp_path / "cache", files.url)
+        assert download.fetch(tarball)
+        assert not download.fetch(tarball), "a verified cached tarball is not fetched again"
         assert files.requests == ["/dl.k8s.io/v1.35.1/kubernetes-server-linux-amd64.tar.gz"]
     paths = kube_binaries.unpack(tarball)
     assert {name: p.read_bytes() for name, p in paths.items()} == BINARIES
@@ -114,22 +115,22 @@ def test_binaries_are_unpacked_once_from_the_verified_tarball(tmp_path: Path) ->
 
 @pytest.mark.usefixtures("pinned")
 def test_a_tampered_cache_is_not_unpacked(tmp_path: Path) -> None:
-    tarball = kube_binaries.plan("1.35.1", "amd64", tmp_path)
-    tarball.path.parent.mkdir(parents=True)
-    tarball.path.write_bytes(server_tarball({"kubelet": b"evil"}))
+    tarball = download.server_tarball("1.35.1", "amd64", tmp_path)
+    tarball.cache_path.parent.mkdir(parents=True)
+    tarball.cache_path.write_bytes(server_tarball({"kubelet": b"evil"}))
     with pytest.raises(KubesmithError, match=r"no longer matches its pinned sha512"):
         kube_binaries.unpack(tarball)
-    assert not tarball.bin_dir.exists()
+    assert not kube_binaries.bin_dir(tarball).exists()
 
 
 @pytest.mark.usefixtures("pinned")
 def test_a_wrong_download_fails_before_anything_is_kept(tmp_path: Path) -> None:
     with serve(tmp_path / "www") as files:
         files.put(SERVER_URL, server_tarball({"kubelet": b"tampered mirror"}))
-        tarball = kube_binaries.plan("1.35.1", "amd64", tmp_path / "cache", files.url)
+        tarball = download.server_tarball("1.35.1", "amd64", tmp_path / "cache", files.url)
         with pytest.raises(KubesmithError, match=r"sha512 [0-9a-f]{128} does not match"):
-            kube_binaries.fetch(tarball)
-    assert list(tarball.path.parent.iterdir()) == []
+            download.fetch(tarball)
+    assert list(tarball.cache_path.parent.iterdir()) == []
 
 
 def fixed_probe(arch: str) -> kubernetes.Probe:
@@ -233,6 +234,8 @@ def test_artifacts_fetch_stores_verified_files_in_the_mirror_layout(
         )
         assert again.exit_code == 0, again.output
         assert len(files.requests) == before
+        # Each file is named as `artifacts list` names it.
+        assert "kubernetes-server 1.35.1 (amd64): present" in again.output
     out = tmp_path / "out"
     assert (out / "dl.k8s.io/v1.35.1/kubernetes-server-linux-amd64.tar.gz").read_bytes() == TARBALL
     crictl = pinned["components"]["crictl"]["version"]
@@ -318,6 +321,25 @@ def test_commands_refuse_a_version_whose_server_tarball_is_not_pinned(
     assert not (tmp_path / "o").exists()
 
 
+def test_artifacts_lists_the_records_provisioning_fetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same URLs, checksums and cache paths: the air-gap copy is what provisioning wants."""
+    mirror = "http://mirror.invalid/files"
+    stack = air_project(
+        tmp_path / "p", monkeypatch, artifacts={"mirrorBaseUrl": mirror, "source": "release"}
+    )
+    spec = load_spec(stack)
+    cache = tmp_path / "cache"
+    assert airgap.stack_downloads(spec, cache, ["arm64"]) == [
+        *(
+            download.node_component(c, "arm64", cache, mirror)
+            for c in versions.components().values()
+        ),
+        download.server_tarball(spec.kubernetes_version, "arm64", cache, mirror),
+    ]
+
+
 def test_artifacts_bad_arch_is_a_usage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -332,14 +354,14 @@ def test_artifacts_list_gives_the_size_of_a_verified_cached_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack = air_project(tmp_path / "p", monkeypatch)
-    tarball = kube_binaries.plan("1.35.1", "amd64", artifact_cache_dir())
-    tarball.path.parent.mkdir(parents=True)
-    tarball.path.write_bytes(TARBALL)
+    tarball = download.server_tarball("1.35.1", "amd64", artifact_cache_dir())
+    tarball.cache_path.parent.mkdir(parents=True)
+    tarball.cache_path.write_bytes(TARBALL)
     result = runner.invoke(app, ["artifacts", "list", "-s", stack])
     line = next(x for x in result.output.splitlines() if x.startswith("kubernetes-server"))
     assert line.split("\t")[-1] == str(len(TARBALL))
     # A cached file that does not match its pin has no size: it would be fetched again.
-    tarball.path.write_bytes(b"changed")
+    tarball.cache_path.write_bytes(b"changed")
     result = runner.invoke(app, ["artifacts", "list", "-s", stack])
     line = next(x for x in result.output.splitlines() if x.startswith("kubernetes-server"))
     assert line.split("\t")[-1] == "-"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kubesmith import versions
-from kubesmith.downloads import artifacts
+from kubesmith.downloads import download
 from kubesmith.nodes import Node
 from kubesmith.provision.inventory import build_inventory, dump_inventory
 from kubesmith.provision.target import ArtifactSettings, Target, for_inventory
@@ -61,7 +61,7 @@ def test_release_sources_hand_each_host_its_verified_archives(
     assert needs["t1-cp-1"][0] == "etcd"
     arch_of = {"t1-cp-1": "amd64", "t1-worker-1": "arm64"}
     planned = {
-        (name, arch_of[host]): artifacts.plan(
+        (name, arch_of[host]): download.node_component(
             versions.component(name), arch_of[host], tmp_path / "c"
         )
         for host, names in needs.items()

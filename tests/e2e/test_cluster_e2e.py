@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubesmith.downloads import kube_binaries
+from kubesmith.downloads import download, kube_binaries
 from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.provision.target import artifact_cache_dir
 from tests.clusterlab import serve
@@ -96,7 +96,8 @@ def test_cluster_passes_the_smoke_test_and_reruns_clean(
     kubesmith("kubeconfig", "--inventory", str(inventory), "-o", str(config))
     spec = yaml.safe_load(inventory.read_text())["all"]["vars"]["kubesmith_cluster"]
     version = spec["kubernetesVersion"]
-    kubectl = kube_binaries.plan(version, "amd64", artifact_cache_dir()).bin_dir / "kubectl"
+    tarball = download.server_tarball(version, "amd64", artifact_cache_dir())
+    kubectl = kube_binaries.bin_dir(tarball) / "kubectl"
     nodes = subprocess.run(
         [str(kubectl), "--kubeconfig", str(config), "get", "nodes", "-o", "name"],
         capture_output=True,

@@ -124,7 +124,9 @@ def fetch_command(
     dest = dest.resolve()
     for download in downloads:
         path, origin = airgap.fetch_to(download, dest)
-        err.print(f"{download.label}: {origin}", highlight=False)
+        # Named as `list` names it (the record's label is for messages).
+        name = f"{download.name} {download.version} ({download.arch})"
+        err.print(f"{name}: {origin}", highlight=False)
         out.print(str(path), highlight=False)
     out.print(
         f"[green]ok[/]: {len(downloads)} files verified in {dest}; serve it and set "

@@ -24,8 +24,8 @@ from typing import Any
 from kubesmith import versions
 from kubesmith.apps.render import render_addon
 from kubesmith.cluster import CLUSTER_DOMAIN, Cluster
-from kubesmith.downloads import kube_binaries
-from kubesmith.downloads.kube_binaries import ServerTarball
+from kubesmith.downloads import download, kube_binaries
+from kubesmith.downloads.download import Download
 from kubesmith.errors import UserError
 from kubesmith.provision.flags import EXTRA_ARGS_VAR, extra_args_problems
 from kubesmith.provision.target import Target
@@ -60,8 +60,8 @@ class Prepared:
     variables: KubernetesVariables
     #: Host -> Debian packages for node_prep's apt transaction.
     packages: dict[str, list[str]] = field(default_factory=dict)
-    tarballs: list[ServerTarball] = field(default_factory=list)
-    downloaded: list[ServerTarball] = field(default_factory=list)
+    tarballs: list[Download] = field(default_factory=list)
+    downloaded: list[Download] = field(default_factory=list)
 
 
 def cluster_pki(target: Target) -> Pki:
@@ -143,7 +143,7 @@ def _binaries(
     unknown = [h for h in hosts if h not in arch_of]
     arches = {**arch_of, **(probe(target, unknown) if unknown else {})}
     tarballs = {
-        arch: kube_binaries.plan(
+        arch: download.server_tarball(
             cluster.spec.kubernetes_version,
             arch,
             target.cache_dir,
@@ -153,7 +153,7 @@ def _binaries(
     }
     prepared.tarballs = list(tarballs.values())
     # Every tarball is verified before anything is unpacked or sent anywhere.
-    prepared.downloaded = [t for t in tarballs.values() if kube_binaries.fetch(t)]
+    prepared.downloaded = download.fetch_all(tarballs.values())
     unpacked = {arch: kube_binaries.unpack(t) for arch, t in tarballs.items()}
     files = {}
     for host in hosts:

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 import ansible_runner
 
 from kubesmith import versions
-from kubesmith.downloads import artifacts
-from kubesmith.downloads.artifacts import Artifact
-from kubesmith.downloads.kube_binaries import ServerTarball
+from kubesmith.downloads import download
+from kubesmith.downloads.download import Download
 from kubesmith.errors import KubesmithError
 from kubesmith.provision import kubernetes
 from kubesmith.provision.runner import (
@@ -52,7 +51,7 @@ BASE_PLAYBOOK = "base.yml"
 @dataclass
 class Outcome:
     pki: PkiReport
-    downloaded: list[Artifact | ServerTarball]
+    downloaded: list[Download]
     run: RunResult
 
 
@@ -89,19 +88,19 @@ def probe_architectures(target: Target, hosts: Sequence[str]) -> dict[str, str]:
             f"cannot read the architecture of {', '.join(missing)} (unreachable or failing); "
             "release downloads need it"
         )
-    return {host: artifacts.release_arch(machine) for host, machine in machines.items()}
+    return {host: download.release_arch(machine) for host, machine in machines.items()}
 
 
 def fetch_releases(
     target: Target,
-) -> tuple[dict[tuple[str, str], Artifact], dict[str, str], list[Artifact]]:
+) -> tuple[dict[tuple[str, str], Download], dict[str, str], list[Download]]:
     """Fetch and verify every release download the hosts need (nothing when all is distro)."""
     needs = release_needs(target)
     if not needs:
         return {}, {}, []
     arch_of = probe_architectures(target, sorted(needs))
     planned = {
-        (name, arch_of[host]): artifacts.plan(
+        (name, arch_of[host]): download.node_component(
             versions.component(name),
             arch_of[host],
             target.cache_dir,
@@ -110,7 +109,7 @@ def fetch_releases(
         for host, names in needs.items()
         for name in names
     }
-    downloaded = artifacts.fetch_all(planned.values())
+    downloaded = download.fetch_all(planned.values())
     return planned, arch_of, downloaded
 
 
@@ -131,7 +130,7 @@ def provision(target: Target, options: Options, on_event: EventHandler | None = 
     pki = kubernetes.cluster_pki(target)
     report = pki.ensure(target.inventory.identities())
     releases, arch_of, fetched = fetch_releases(target)
-    downloaded: list[Artifact | ServerTarball] = list(fetched)
+    downloaded: list[Download] = list(fetched)
     base = node_base_variables(target, pki, releases, arch_of)
     extravars = {
         **cluster_variables(target.inventory.cluster).extravars(),

@@ -21,7 +21,7 @@ from typing import Any
 
 from kubesmith import versions
 from kubesmith.cluster import CLUSTER_DOMAIN, Cluster
-from kubesmith.downloads.artifacts import Artifact
+from kubesmith.downloads.download import Download
 from kubesmith.provision.inventory import Inventory
 from kubesmith.provision.target import Target
 from kubesmith.state.pki import Pki
@@ -126,10 +126,10 @@ def release_needs(target: Target) -> dict[str, list[str]]:
 def node_base_variables(
     target: Target,
     pki: Pki,
-    releases: Mapping[tuple[str, str], Artifact],
+    releases: Mapping[tuple[str, str], Download],
     arch_of: Mapping[str, str],
 ) -> NodeBaseVariables:
-    """``releases`` maps (component, arch) to its verified artifact; ``arch_of`` host -> arch."""
+    """``releases`` maps (component, arch) to its verified download; ``arch_of`` host -> arch."""
     components = versions.components()
     packages: dict[str, list[str]] = {}
     host_releases: dict[str, list[dict[str, Any]]] = {}
@@ -139,14 +139,14 @@ def node_base_variables(
             if target.artifacts.source(name) == "distro":
                 packages.setdefault(host, []).extend(component.distro_packages)
                 continue
-            artifact = releases[(name, arch_of[host])]
+            release = releases[(name, arch_of[host])]
             host_releases.setdefault(host, []).append(
                 {
                     "name": name,
                     "version": component.version,
-                    "archive": str(artifact.path),
+                    "archive": str(release.cache_path),
                     "format": component.format,
-                    "binaries": component.installed_binaries(artifact.arch),
+                    "binaries": component.installed_binaries(release.arch),
                     "bin_dir": RELEASE_BIN_DIRS.get(name, RELEASE_BIN_DIR),
                 }
             )
