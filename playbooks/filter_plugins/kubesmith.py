@@ -14,11 +14,16 @@
 - ``files_probe`` / ``stale_files``: the roles' probe-then-act pattern. One shell command per
   node prints a line per managed file (checksum, mode, owner); only files whose line differs
   from what the role would write are written, so a converged node costs that one command.
+- ``files_probe_json`` / ``directories_probe_json`` / ``stale_files`` / ``stale_directories``:
+  the same pattern with the probe's output as one JSON document (read with ``from_json``):
+  each fragment prints a JSON object {path: "<sha1> <mode> <owner> <group>"} (files) or
+  {path: "<mode> <owner> <group>"} (directories) of the paths that exist.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -136,10 +141,90 @@ def _expected_line(item: Mapping[str, Any]) -> str:
     return f"file {item['dest']} {digest} {mode} root root"
 
 
-def stale_files(files: Sequence[Mapping[str, Any]], probe_lines: Sequence[str]) -> list[Any]:
-    """The ``files`` ({dest, content, mode, ...}) whose probed line differs from the wanted."""
-    present = set(probe_lines)
+#: Characters a path may not hold to be written into the probe's JSON and read back by `read`.
+_UNSAFE_PATH = re.compile(r'["\\\s]')
+
+
+def _existing(paths: Sequence[str], test: str) -> str:
+    """Shell line collecting those of ``paths`` that pass ``test`` (-f, -d) into $found."""
+    quoted = []
+    for path in paths:
+        if _UNSAFE_PATH.search(str(path)):
+            raise ValueError(
+                f"{path!r}: a managed path must not hold quotes, backslashes or spaces"
+            )
+        quoted.append(shlex.quote(str(path)))
+    return (
+        f'found=(); for path in {" ".join(quoted)}; do [ {test} "$path" ] && found+=("$path"); done'
+    )
+
+
+# Bash (arrays, process substitution); one sha1sum and one stat for all paths, so the cost
+# does not grow with the number of files (the pki role has dozens).
+def files_probe_json(paths: Sequence[str]) -> str:
+    """Shell lines printing {path: "<sha1> <mode> <owner> <group>"} of the existing files."""
+    return (
+        _existing(paths, "-f") + "\n"
+        "sep=''\n"
+        "printf '{'\n"
+        "if [ ${#found[@]} -gt 0 ]; then\n"
+        "  while read -r sum _ mode owner group path; do\n"
+        '    printf \'%s"%s": "%s %s %s %s"\' "$sep" "$path" "$sum" "$mode" "$owner" "$group"\n'
+        "    sep=', '\n"
+        "  done < <(paste -d ' ' <(sha1sum -- \"${found[@]}\")"
+        " <(stat -c '%a %U %G %n' -- \"${found[@]}\"))\n"
+        "fi\n"
+        "printf '}'"
+    )
+
+
+def directories_probe_json(paths: Sequence[str]) -> str:
+    """Shell lines printing {path: "<mode> <owner> <group>"} of the existing directories."""
+    return (
+        _existing(paths, "-d") + "\n"
+        "sep=''\n"
+        "printf '{'\n"
+        "if [ ${#found[@]} -gt 0 ]; then\n"
+        "  while read -r mode owner group path; do\n"
+        '    printf \'%s"%s": "%s %s %s"\' "$sep" "$path" "$mode" "$owner" "$group"\n'
+        "    sep=', '\n"
+        "  done < <(stat -c '%a %U %G %n' -- \"${found[@]}\")\n"
+        "fi\n"
+        "printf '}'"
+    )
+
+
+def _octal(mode: object) -> str:
+    return str(mode).lstrip("0") or "0"
+
+
+def _wanted_file(item: Mapping[str, Any]) -> str:
+    digest = hashlib.sha1(str(item["content"]).encode("utf-8"), usedforsecurity=False).hexdigest()
+    owner, group = item.get("owner") or "root", item.get("group") or "root"
+    return f"{digest} {_octal(item['mode'])} {owner} {group}"
+
+
+def stale_files(
+    files: Sequence[Mapping[str, Any]], probed: Mapping[str, str] | Sequence[str]
+) -> list[Any]:
+    """The ``files`` ({dest, content, mode, ...}) that differ from what the probe found:
+    ``probed`` is files_probe_json's object, or files_probe's lines."""
+    if isinstance(probed, Mapping):
+        return [item for item in files if probed.get(item["dest"]) != _wanted_file(item)]
+    present = set(probed)
     return [item for item in files if _expected_line(item) not in present]
+
+
+def stale_directories(
+    directories: Sequence[Mapping[str, Any]], probed: Mapping[str, str]
+) -> list[Any]:
+    """The ``directories`` ({path, mode}) missing or with another mode in directories_probe_json's
+    object. Owners are left as found (a package may own a directory the role only needs)."""
+    return [
+        item
+        for item in directories
+        if str(probed.get(item["path"], "")).split(" ")[0] != _octal(item["mode"])
+    ]
 
 
 #: The options of playbooks/library/kubesmith_files.py for one file.
@@ -159,6 +244,9 @@ class FilterModule:
             "binary_releases": binary_releases,
             "file_specs": file_specs,
             "files_probe": files_probe,
+            "files_probe_json": files_probe_json,
+            "directories_probe_json": directories_probe_json,
             "kubeconfig_files": kubeconfig_files,
             "stale_files": stale_files,
+            "stale_directories": stale_directories,
         }
