@@ -8,12 +8,20 @@ that crosses a layer fails here, naming the module, the line and the rule it bre
 from __future__ import annotations
 
 import ast
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from kubesmith.provision.provisioner import BASE_TAGS, TAGS
+from kubesmith.provision.variables import (
+    PREFIX,
+    ClusterVariables,
+    KubernetesVariables,
+    NodeBaseVariables,
+)
 from kubesmith.resources import playbooks_dir
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -170,3 +178,32 @@ def test_the_tag_list_is_the_playbooks_own() -> None:
     site = _playbook_tags(playbooks_dir() / "site.yml")
     assert set(BASE_TAGS) == base
     assert set(TAGS) == base | site
+
+
+#: kubesmith_* names that are not playbook variables produced by the controller: the inventory's
+#: own (host facts of the node shape, the spec and the endpoint), the files module, and the
+#: user's own inventory switches read by the controller before a run.
+_NOT_PRODUCED = {
+    "kubesmith_node_ip",
+    "kubesmith_node_role",
+    "kubesmith_cluster",
+    "kubesmith_files",
+}
+
+
+def test_every_kubesmith_variable_the_playbooks_read_comes_from_the_variables_module() -> None:
+    """One producer: each kubesmith_* name in a playbook is a field of provision.variables."""
+    produced = {
+        PREFIX + f.name
+        for kind in (ClusterVariables, NodeBaseVariables, KubernetesVariables)
+        for f in dataclasses.fields(kind)
+    }
+    read: set[str] = set()
+    for playbook in playbooks_dir().glob("*.yml"):
+        read |= set(re.findall(r"\bkubesmith_[a-z_]+\b", playbook.read_text(encoding="utf-8")))
+    assert read - produced - _NOT_PRODUCED == set()
+    # ...and no role reads one: roles take their inputs from the playbooks' bindings.
+    for path in (playbooks_dir() / "roles").rglob("*"):
+        if path.is_file() and path.suffix in (".yml", ".j2"):
+            names = set(re.findall(r"\bkubesmith_[a-z_]+\b", path.read_text(encoding="utf-8")))
+            assert names <= {"kubesmith_files"}, path

@@ -243,31 +243,6 @@ def test_coredns_comes_from_the_template_engine_with_the_cluster_dns(tmp_path: P
     )
 
 
-def test_probe_and_stale_files_agree_on_real_files(tmp_path: Path) -> None:
-    """The roles write a file only when the probe's line for it differs from the wanted one."""
-    plugin = filters()
-    same, changed, loose = tmp_path / "same", tmp_path / "changed", tmp_path / "loose"
-    wanted = [
-        {"dest": str(path), "content": "kind: Config\n", "mode": "0600"}
-        for path in (same, changed, loose, tmp_path / "missing")
-    ]
-    for path in (same, changed, loose):
-        path.write_text("kind: Config\n" if path != changed else "kind: Other\n")
-        path.chmod(0o600 if path != loose else 0o644)
-    probe = (
-        subprocess.run(
-            ["bash", "-c", plugin.files_probe([w["dest"] for w in wanted])],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.replace(f" {getpass.getuser()} ", " root ")
-        .replace(f" {grp.getgrgid(os.getgid()).gr_name}\n", " root\n")
-    )
-    stale = plugin.stale_files(wanted, probe.splitlines())
-    assert [Path(s["dest"]).name for s in stale] == ["changed", "loose", "missing"]
-
-
 def test_json_probe_and_stale_files_agree_on_real_files(tmp_path: Path) -> None:
     """The raw probes' JSON (paths_probe) and stale_files: a file is written only when its
     state differs from the wanted one; directories are reported as such."""

@@ -11,17 +11,19 @@
 - ``kubeconfig_files``: the kubeconfigs a role writes, as managed files;
 - ``file_specs``: managed-file entries reduced to what the ``kubesmith_files`` module takes
   (roles tag entries with their own keys, such as ``restart`` or ``service``);
-- ``paths_probe`` / ``stale_files``: the roles' probe-then-write pattern. A role's raw probe
-  prints one JSON document; ``paths_probe`` is its part for the managed paths
-  ({path: "<sha1> <mode> <owner> <group>"} per existing file, "directory <mode> <owner>
-  <group>" per directory). ``stale_files`` keeps the files whose state differs from what the
-  role would write, so a converged node costs that one command and no module run.
-  (``files_probe``, one text line per file, is the older form some roles still use.)
+- ``files_probe_json`` / ``directories_probe_json`` / ``paths_probe`` / ``stale_files`` /
+  ``stale_directories``: the roles' probe-then-write pattern. A role's raw probe prints one
+  JSON document (read with ``from_json``); these fragments print its part for the managed
+  paths: {path: "<sha1> <mode> <owner> <group>"} per existing file, {path: "<mode> <owner>
+  <group>"} per directory (``paths_probe``: files and directories in one object, directories
+  as "directory <mode> <owner> <group>"). ``stale_files`` keeps the files whose state differs
+  from what the role would write, so a converged node costs that one command and no module.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -120,19 +122,6 @@ def kubeconfig_files(
     return files
 
 
-def files_probe(paths: Sequence[str]) -> str:
-    """Shell lines printing ``file <path> <sha1> <mode> <owner> <group>`` per existing file."""
-    quoted = " ".join(shlex.quote(p) for p in paths)
-    return (
-        f"for path in {quoted}; do\n"
-        '  if [ -f "$path" ]; then\n'
-        '    printf \'file %s %s %s\\n\' "$path" "$(sha1sum < "$path" | cut -d\' \' -f1)" '
-        '"$(stat -c \'%a %U %G\' "$path")"\n'
-        "  fi\n"
-        "done"
-    )
-
-
 def paths_probe(paths: Sequence[str]) -> str:
     """Shell lines printing one JSON object: each existing path of ``paths`` mapped to
     ``<sha1> <mode> <owner> <group>`` (a file) or ``directory <mode> <owner> <group>``."""
@@ -158,21 +147,85 @@ def paths_probe(paths: Sequence[str]) -> str:
     )
 
 
-def _expected_state(item: Mapping[str, Any]) -> str:
+#: Characters a path may not hold to be written into the probe's JSON and read back by `read`.
+_UNSAFE_PATH = re.compile(r'["\\\s]')
+
+
+def _existing(paths: Sequence[str], test: str) -> str:
+    """Shell line collecting those of ``paths`` that pass ``test`` (-f, -d) into $found."""
+    quoted = []
+    for path in paths:
+        if _UNSAFE_PATH.search(str(path)):
+            raise ValueError(
+                f"{path!r}: a managed path must not hold quotes, backslashes or spaces"
+            )
+        quoted.append(shlex.quote(str(path)))
+    return (
+        f'found=(); for path in {" ".join(quoted)}; do [ {test} "$path" ] && found+=("$path"); done'
+    )
+
+
+# Bash (arrays, process substitution); one sha1sum and one stat for all paths, so the cost
+# does not grow with the number of files (the pki role has dozens).
+def files_probe_json(paths: Sequence[str]) -> str:
+    """Shell lines printing {path: "<sha1> <mode> <owner> <group>"} of the existing files."""
+    return (
+        _existing(paths, "-f") + "\n"
+        "sep=''\n"
+        "printf '{'\n"
+        "if [ ${#found[@]} -gt 0 ]; then\n"
+        "  while read -r sum _ mode owner group path; do\n"
+        '    printf \'%s"%s": "%s %s %s %s"\' "$sep" "$path" "$sum" "$mode" "$owner" "$group"\n'
+        "    sep=', '\n"
+        "  done < <(paste -d ' ' <(sha1sum -- \"${found[@]}\")"
+        " <(stat -c '%a %U %G %n' -- \"${found[@]}\"))\n"
+        "fi\n"
+        "printf '}'"
+    )
+
+
+def directories_probe_json(paths: Sequence[str]) -> str:
+    """Shell lines printing {path: "<mode> <owner> <group>"} of the existing directories."""
+    return (
+        _existing(paths, "-d") + "\n"
+        "sep=''\n"
+        "printf '{'\n"
+        "if [ ${#found[@]} -gt 0 ]; then\n"
+        "  while read -r mode owner group path; do\n"
+        '    printf \'%s"%s": "%s %s %s"\' "$sep" "$path" "$mode" "$owner" "$group"\n'
+        "    sep=', '\n"
+        "  done < <(stat -c '%a %U %G %n' -- \"${found[@]}\")\n"
+        "fi\n"
+        "printf '}'"
+    )
+
+
+def _octal(mode: object) -> str:
+    return str(mode).lstrip("0") or "0"
+
+
+def _wanted_file(item: Mapping[str, Any]) -> str:
     digest = hashlib.sha1(str(item["content"]).encode("utf-8"), usedforsecurity=False).hexdigest()
-    mode = str(item["mode"]).lstrip("0") or "0"
-    return f"{digest} {mode} root root"
+    owner, group = item.get("owner") or "root", item.get("group") or "root"
+    return f"{digest} {_octal(item['mode'])} {owner} {group}"
 
 
-def stale_files(
-    files: Sequence[Mapping[str, Any]], found: Mapping[str, str] | Sequence[str]
+def stale_files(files: Sequence[Mapping[str, Any]], probed: Mapping[str, str]) -> list[Any]:
+    """The ``files`` ({dest, content, mode, ...}) that differ from what the probe found
+    (files_probe_json's or paths_probe's object)."""
+    return [item for item in files if probed.get(item["dest"]) != _wanted_file(item)]
+
+
+def stale_directories(
+    directories: Sequence[Mapping[str, Any]], probed: Mapping[str, str]
 ) -> list[Any]:
-    """The ``files`` ({dest, content, mode, ...}) whose probed state differs from the wanted:
-    ``found`` is ``paths_probe``'s object or ``files_probe``'s lines."""
-    if isinstance(found, Mapping):
-        return [item for item in files if found.get(item["dest"]) != _expected_state(item)]
-    present = set(found)
-    return [item for item in files if f"file {item['dest']} {_expected_state(item)}" not in present]
+    """The ``directories`` ({path, mode}) missing or with another mode in directories_probe_json's
+    object. Owners are left as found (a package may own a directory the role only needs)."""
+    return [
+        item
+        for item in directories
+        if str(probed.get(item["path"], "")).split(" ")[0] != _octal(item["mode"])
+    ]
 
 
 #: The options of playbooks/library/kubesmith_files.py for one file.
@@ -191,8 +244,10 @@ class FilterModule:
             "systemd_unit": systemd_unit,
             "binary_releases": binary_releases,
             "file_specs": file_specs,
-            "files_probe": files_probe,
             "paths_probe": paths_probe,
+            "files_probe_json": files_probe_json,
+            "directories_probe_json": directories_probe_json,
             "kubeconfig_files": kubeconfig_files,
             "stale_files": stale_files,
+            "stale_directories": stale_directories,
         }
