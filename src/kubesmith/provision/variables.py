@@ -99,7 +99,7 @@ class NodeBaseVariables(_Variables):
     host_packages: dict[str, list[str]]
     #: Host -> release role items (verified archives on the controller).
     host_releases: dict[str, list[dict[str, Any]]]
-    #: Host -> its PKI bundle {archive, files, manifest}.
+    #: Host -> its PKI bundle {archive, files}.
     pki_bundles: dict[str, dict[str, Any]]
     sandbox_image: str
 
@@ -156,8 +156,7 @@ def node_base_variables(
         host_packages=packages,
         host_releases=host_releases,
         pki_bundles={
-            host: {"archive": str(b.archive), "files": b.files, "manifest": b.manifest}
-            for host, b in bundles.items()
+            host: {"archive": str(b.archive), "files": b.files} for host, b in bundles.items()
         },
         sandbox_image=versions.sandbox_image(),
     )

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import io
 import ipaddress
 import tarfile
@@ -179,7 +178,6 @@ class NodeFile:
 class NodeBundle:
     archive: Path
     files: list[str]
-    manifest: str
 
 
 @dataclass
@@ -234,12 +232,11 @@ class Pki:
         return base.with_suffix(".crt"), base.with_suffix(".key")
 
     def node_bundle(self, node: NodeIdentity) -> NodeBundle:
-        """Pack ``node``'s files into one tar (0600: it holds keys) and describe them.
+        """Pack ``node``'s files into one tar (0600: it holds keys) and list them.
 
         The archive is deterministic (sorted, owner root, fixed mtime), so it is rewritten only
-        when a file changed. The manifest is what ``sha256sum`` and ``stat -c '%a %u %g %n'``
-        print for these files on a node that has them right: the pki role compares it with
-        the node in one command and unpacks the archive only on a difference.
+        when a file changed. The pki role reads it on the controller and writes to the node
+        only the files whose checksum, mode or owner differ there.
         """
         files = sorted(self.node_files(node), key=lambda f: f.dest)
         buffer = io.BytesIO()
@@ -257,9 +254,7 @@ class Pki:
         content = buffer.getvalue()
         if not archive.is_file() or archive.read_bytes() != content:
             atomic_write(archive, content, 0o600)
-        sums = [f"{hashlib.sha256(f.src.read_bytes()).hexdigest()}  {f.dest}" for f in files]
-        modes = [f"{int(f.mode, 8):o} 0 0 {f.dest}" for f in files]
-        return NodeBundle(archive, [f.dest for f in files], "\n".join(sums + modes))
+        return NodeBundle(archive, [f.dest for f in files])
 
     # --- CAs ----------------------------------------------------------------------------
 
