@@ -570,3 +570,79 @@ def test_a_setting_changed_on_every_member_restarts_them_one_at_a_time(lab: LabN
     assert healthy(etcdctl(lab, CP1, "endpoint health --cluster")) == 3
     # Back to the stack's settings (the same rolling restart).
     kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS)
+
+
+# Test-made stand-ins, never presented as Kubernetes: a unit named like the apiserver that
+# records when it started, and a `kubectl` that answers `get --raw /readyz` only from 3 s after
+# that start, recording when it first did. They let the control_plane role's real restart
+# handlers run on real nodes where the Kubernetes binaries cannot be obtained.
+_STANDIN_UNIT = """[Unit]
+Description=kubesmith test stand-in named kube-apiserver (not Kubernetes)
+[Service]
+ExecStart=/bin/sh -c 'date +%%s%%N > /run/standin-started; exec sleep infinity'
+"""
+_STANDIN_KUBECTL = """#!/bin/sh
+# kubesmith test stand-in (not kubectl): "ready" 3 s after the stand-in unit started.
+started=$(cat /run/standin-started 2>/dev/null) || exit 1
+now=$(date +%s%N)
+[ $((now - started)) -ge 3000000000 ] || exit 1
+echo "$now" >> /run/standin-ready
+"""
+_HANDLERS_PLAY = """
+- name: Notify the control plane's kube-apiserver restart on every control plane
+  hosts: kube_control_plane
+  gather_facts: false
+  tasks:
+    # Tagged never: the role's tasks are skipped, its handlers are loaded (a `when` would
+    # skip both).
+    - name: Load the control_plane role's handlers (its tasks do not run)
+      ansible.builtin.import_role:
+        name: control_plane
+        tasks_from: restart
+        handlers_from: main
+      tags: [never]
+    - name: Every control plane changed a file kube-apiserver reads
+      ansible.builtin.set_fact:
+        __control_plane_restart_services: [kube-apiserver]
+      changed_when: true
+      notify: kube-apiserver restart
+"""
+
+
+def test_control_planes_restart_the_apiserver_one_after_another_each_ready_first(
+    lab: LabNodes, tmp_path: Path
+) -> None:
+    """The control_plane role's handlers on three real nodes: each node's apiserver is ready
+    again before the next node's restarts, so an HA control plane never stops serving."""
+    planes = (CP1, CP2, CP3)
+    for host in planes:
+        lab.run(
+            host, "cat > /etc/systemd/system/kube-apiserver.service", stdin=_STANDIN_UNIT.encode()
+        )
+        lab.run(host, "cat > /usr/local/bin/kubectl", stdin=_STANDIN_KUBECTL.encode())
+        lab.run(host, "chmod 0755 /usr/local/bin/kubectl && systemctl daemon-reload"
+                " && systemctl start kube-apiserver && rm -f /run/standin-ready")  # fmt: skip
+    play = tmp_path / "restart-handlers.yml"
+    play.write_text(_HANDLERS_PLAY, encoding="utf-8")
+    try:
+        playbook = str(Path(sys.executable).with_name("ansible-playbook"))
+        result = subprocess.run(
+            [playbook, "-i", str(lab.inventory), str(play)],
+            env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "playbooks" / "ansible.cfg")},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        started = [int(lab.run(h, "cat /run/standin-started").stdout) for h in planes]
+        ready = [int(lab.run(h, "head -n1 /run/standin-ready").stdout) for h in planes]
+        for host, start, up in zip(planes, started, ready, strict=True):
+            assert up - start >= 3_000_000_000, host  # waited until that node answered
+        for (_, up), (next_start, _) in itertools.pairwise(zip(started, ready, strict=True)):
+            assert next_start > up, (started, ready)  # the next restarted only then
+    finally:
+        for host in planes:
+            lab.run(host, "systemctl stop kube-apiserver; rm -f /etc/systemd/system/"
+                    "kube-apiserver.service /usr/local/bin/kubectl /run/standin-*;"
+                    " systemctl daemon-reload", check=False)  # fmt: skip
