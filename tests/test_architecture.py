@@ -38,7 +38,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cluster": frozenset({"spec", "versions"}),
     "nodes": frozenset({"spec"}),
     "state": frozenset({"errors", "versions", "resources", "spec", "cluster", "nodes"}),
-    "stackfile": frozenset({"errors", "spec", "state"}),
+    "stackfile": frozenset({"errors", "resources", "spec", "state"}),
     "downloads": frozenset({"errors", "versions", "spec", "state"}),
     "apps": frozenset({"errors", "versions", "resources", "spec", "state"}),
     "provision": _BELOW | {"stackfile", "nodes", "state", "downloads", "apps"},

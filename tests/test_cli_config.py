@@ -295,8 +295,13 @@ def test_bad_stack_name_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_outside_a_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a project the stacks kubesmith ships are read (labs and checks work anywhere)."""
     monkeypatch.delenv("KUBESMITH_PROJECT", raising=False)
+    monkeypatch.setenv("KUBESMITH_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["config", "check", "-s", "local"])
-    assert result.exit_code == 2
-    assert "no Pulumi.yaml found" in result.stderr
+    assert result.exit_code == 0, result.output
+    assert "kubesmith0" in result.stdout
+    unknown = runner.invoke(app, ["config", "check", "-s", "mine"])
+    assert unknown.exit_code == 2
+    assert "Pulumi.mine.yaml: no such stack file (stacks here: dev, local, prod)" in unknown.stderr

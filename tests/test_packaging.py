@@ -50,12 +50,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def kubesmith(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed kubesmith, outside any project, with a home of its own (the state goes
+    to $XDG_STATE_HOME/kubesmith there)."""
     env = {
-        **os.environ,
-        "PYTHONPATH": str(site),
-        "KUBESMITH_HOME": str(cwd / "home"),
-        "KUBESMITH_PROJECT": "",
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("KUBESMITH_HOME", "KUBESMITH_PROJECT", "XDG_STATE_HOME")
     }
+    env |= {"PYTHONPATH": str(site), "HOME": str(cwd / "home")}
     code = "import sys; from kubesmith.cli import main; sys.exit(main())"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -104,3 +106,13 @@ def test_provision_runs_the_packaged_playbooks(installed: Path, tmp_path: Path) 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "provision failed on t1-cp-1: unreachable" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    # The run's data (PKI, runner files) lives beside the inventory; nothing in the checkout.
+    assert (tmp_path / "pki" / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert not (REPO / "playbooks" / "inventory").exists()
+
+
+def test_the_shipped_stacks_are_read_outside_a_project(installed: Path, tmp_path: Path) -> None:
+    """`lab up` reads the local stack's settings: outside a project, the shipped ones."""
+    result = kubesmith(installed, tmp_path, "config", "check", "-s", "local")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kubesmith0" in result.stdout

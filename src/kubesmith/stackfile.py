@@ -1,4 +1,9 @@
-"""Read a stack's settings from Pulumi.<stack>.yaml without the Pulumi engine."""
+"""Read a stack's settings from Pulumi.<stack>.yaml without the Pulumi engine.
+
+The stack files are the project's; outside any project (an installed kubesmith run from
+anywhere) they are the ones kubesmith ships (local, dev, prod), so `kubesmith lab up` and
+`config check` work there too.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from typing import Any
 import yaml
 
 from kubesmith.errors import UserError
+from kubesmith.resources import project_files
 from kubesmith.spec import CONFIG_KEY, ClusterSpec, parse_cluster
-from kubesmith.state.paths import project_root
+from kubesmith.state.paths import find_project_root
 
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -18,11 +24,15 @@ _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 def stack_file(stack: str, root: Path | None = None) -> Path:
     if not _STACK_NAME.fullmatch(stack):
         raise UserError(f"stack name {stack!r} may only hold letters, digits, '-', '_' and '.'")
-    return (root or project_root()) / f"Pulumi.{stack}.yaml"
+    return _stacks_dir(root) / f"Pulumi.{stack}.yaml"
+
+
+def _stacks_dir(root: Path | None) -> Path:
+    return root or find_project_root() or project_files()
 
 
 def available_stacks(root: Path | None = None) -> list[str]:
-    base = root or project_root()
+    base = _stacks_dir(root)
     return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in base.glob("Pulumi.*.yaml"))
 
 

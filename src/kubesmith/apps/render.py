@@ -28,7 +28,7 @@ from kubesmith.apps.values import (
 from kubesmith.errors import ConfigError, KubesmithError, UserError
 from kubesmith.resources import templates_dir as _shipped_templates
 from kubesmith.spec import CONFIG_KEY, ClusterSpec
-from kubesmith.state.paths import project_root
+from kubesmith.state.paths import find_project_root
 
 APPS = "apps"
 ADDONS = "addons"
@@ -42,12 +42,9 @@ def templates_dir(root: Path | None = None) -> Path:
     else the templates kubesmith ships (kubesmith.resources), e.g. from an installed wheel."""
     if root is not None:
         return root / "templates"
-    try:
-        project = project_root()
-    except UserError:
-        return _shipped_templates()
-    own = project / "templates"
-    return own if own.is_dir() else _shipped_templates()
+    project = find_project_root()
+    own = project / "templates" if project is not None else None
+    return own if own is not None and own.is_dir() else _shipped_templates()
 
 
 def _bundle_dir(templates: Path, family: str, name: str) -> Path:

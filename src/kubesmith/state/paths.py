@@ -1,8 +1,9 @@
 """Where kubesmith keeps its files.
 
 Everything a run creates on the controller (SSH keys, PKI, known_hosts, Pulumi state, the
-artifact cache, lab inventories) lives under one state directory, ``.kubesmith/`` in the
-project root by default (git-ignored), or ``$KUBESMITH_HOME`` when set.
+artifact cache, lab inventories) lives under one state directory: ``$KUBESMITH_HOME`` when
+set, else ``.kubesmith/`` in the project (git-ignored), else, outside any project (an
+installed kubesmith run from anywhere), ``$XDG_STATE_HOME/kubesmith`` (``~/.local/state``).
 """
 
 from __future__ import annotations
@@ -16,14 +17,23 @@ from kubesmith.errors import UserError
 _ROOT_MARKERS = ("Pulumi.yaml",)
 
 
-def project_root(start: Path | None = None) -> Path:
+def find_project_root(start: Path | None = None) -> Path | None:
     """The nearest directory with a Pulumi.yaml at or above $KUBESMITH_PROJECT, start or cwd."""
     env = os.environ.get("KUBESMITH_PROJECT")
-    here = Path(env) if env else (start or Path.cwd())
-    here = here.resolve()
+    here = (Path(env) if env else (start or Path.cwd())).resolve()
     for candidate in (here, *here.parents):
         if any((candidate / marker).is_file() for marker in _ROOT_MARKERS):
             return candidate
+    return None
+
+
+def project_root(start: Path | None = None) -> Path:
+    """``find_project_root``, or a one-line error for commands that need a project."""
+    found = find_project_root(start)
+    if found is not None:
+        return found
+    env = os.environ.get("KUBESMITH_PROJECT")
+    here = (Path(env) if env else (start or Path.cwd())).resolve()
     raise UserError(
         f"no Pulumi.yaml found in {here} or its parents; run kubesmith inside the project "
         "or set KUBESMITH_PROJECT"
@@ -33,7 +43,14 @@ def project_root(start: Path | None = None) -> Path:
 def state_dir(root: Path | None = None) -> Path:
     """The controller-side state directory (created 0700 on first use)."""
     env = os.environ.get("KUBESMITH_HOME")
-    path = Path(env) if env else (root or project_root()) / ".kubesmith"
+    project = root or find_project_root()
+    if env:
+        path = Path(env)
+    elif project is not None:
+        path = project / ".kubesmith"
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        path = Path(xdg) / "kubesmith"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
