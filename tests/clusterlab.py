@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import socket
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -119,3 +120,21 @@ def air_project(root: Path, monkeypatch: pytest.MonkeyPatch, **cluster_settings:
     (root / "Pulumi.air.yaml").write_text(yaml.safe_dump({"config": {"kubesmith:cluster": raw}}))
     monkeypatch.setenv("KUBESMITH_PROJECT", str(root))
     return "air"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def unreachable_inventory(directory: Path) -> Path:
+    """A kubesmith inventory whose one node is 127.0.0.1 on a port nothing listens on."""
+    spec = parse_cluster({"name": "t1", "backend": "lxd", "lxd": {}})
+    node = Node("t1-cp-1", "control_plane", "127.0.0.1", None, "root")
+    data = build_inventory(spec, [node], endpoint="https://127.0.0.1:6443")
+    data["all"]["hosts"]["t1-cp-1"]["ansible_port"] = closed_port()
+    path = directory / "inventory.yml"
+    path.write_text(dump_inventory(data), encoding="utf-8")
+    return path

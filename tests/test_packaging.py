@@ -10,7 +10,6 @@ run gets as far as Ansible contacting it: the playbooks were found and parsed).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import zipfile
@@ -18,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kubesmith.nodes import Node
-from kubesmith.provision.inventory import build_inventory, dump_inventory
-from kubesmith.spec import parse_cluster
+from tests.clusterlab import unreachable_inventory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,15 +90,7 @@ def test_render_and_validate_work_outside_the_checkout(installed: Path, tmp_path
 
 
 def test_provision_runs_the_packaged_playbooks(installed: Path, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    spec = parse_cluster({"name": "t1", "backend": "lxd", "lxd": {}})
-    node = Node("t1-cp-1", "control_plane", "127.0.0.1", None, "root")
-    data = build_inventory(spec, [node], endpoint="https://127.0.0.1:6443")
-    data["all"]["hosts"]["t1-cp-1"]["ansible_port"] = port
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(dump_inventory(data), encoding="utf-8")
+    inventory = unreachable_inventory(tmp_path)
     result = kubesmith(installed, tmp_path, "provision", "-i", str(inventory), "--tags", "prep")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "provision failed on t1-cp-1: unreachable" in result.stdout + result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import tomllib
 from pathlib import Path
 
@@ -11,35 +10,16 @@ from typer.testing import CliRunner
 
 from kubesmith.cli import app
 from kubesmith.errors import KubesmithError
-from kubesmith.nodes import Node
-from kubesmith.provision.inventory import build_inventory, dump_inventory
 from kubesmith.provision.runner import RunRequest, _message, run_playbook
 from kubesmith.resources import playbooks_dir
-from kubesmith.spec import parse_cluster
+from tests.clusterlab import unreachable_inventory
 from tests.conftest import load_plugin
 
 BASE = ("prep", "pki", "runtime", "etcd")
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _inventory(tmp_path: Path, port: int) -> Path:
-    """A kubesmith inventory whose one node is 127.0.0.1 on a port nothing listens on."""
-    spec = parse_cluster({"name": "t1", "backend": "lxd", "lxd": {}})
-    node = Node("t1-cp-1", "control_plane", "127.0.0.1", None, "root")
-    data = build_inventory(spec, [node], endpoint="https://127.0.0.1:6443")
-    data["all"]["hosts"]["t1-cp-1"]["ansible_port"] = port
-    path = tmp_path / "inventory.yml"
-    path.write_text(dump_inventory(data), encoding="utf-8")
-    return path
-
-
 def test_unreachable_host_is_reported_with_its_name(tmp_path: Path) -> None:
-    inventory = _inventory(tmp_path, _closed_port())
+    inventory = unreachable_inventory(tmp_path)
     result = run_playbook(
         RunRequest(private_data_dir=tmp_path / "run", inventory=inventory, tags=["prep"])
     )
@@ -56,7 +36,7 @@ def test_unreachable_host_is_reported_with_its_name(tmp_path: Path) -> None:
 
 
 def test_cli_reports_an_unreachable_host_in_one_line(tmp_path: Path) -> None:
-    inventory = _inventory(tmp_path, _closed_port())
+    inventory = unreachable_inventory(tmp_path)
     result = CliRunner().invoke(app, ["provision", "-i", str(inventory), "--tags", ",".join(BASE)])
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
@@ -85,7 +65,7 @@ def test_cli_reports_an_unreachable_host_in_one_line(tmp_path: Path) -> None:
 def test_bad_arguments_exit_2_naming_the_option(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
-    inventory = _inventory(tmp_path, _closed_port())
+    inventory = unreachable_inventory(tmp_path)
     argv = [str(inventory) if a == "INV" else a for a in args]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2, result.output
@@ -139,7 +119,7 @@ def test_to_toml_refuses_what_it_cannot_write() -> None:
 
 
 def test_a_check_run_does_not_make_the_next_run_a_check(tmp_path: Path) -> None:
-    inventory = _inventory(tmp_path, _closed_port())
+    inventory = unreachable_inventory(tmp_path)
     request = RunRequest(private_data_dir=tmp_path / "run", inventory=inventory, tags=["prep"])
     checked = run_playbook(RunRequest(**{**request.__dict__, "check": True}))
     real = run_playbook(request)
@@ -150,7 +130,7 @@ def test_a_check_run_does_not_make_the_next_run_a_check(tmp_path: Path) -> None:
 
 
 def test_a_run_that_fails_outside_any_task_says_why(tmp_path: Path) -> None:
-    inventory = _inventory(tmp_path, _closed_port())
+    inventory = unreachable_inventory(tmp_path)
     result = run_playbook(
         RunRequest(
             private_data_dir=tmp_path / "run",

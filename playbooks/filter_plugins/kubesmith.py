@@ -165,39 +165,40 @@ def _existing(paths: Sequence[str], test: str) -> str:
     )
 
 
+def _json_probe(paths: Sequence[str], test: str, fields: Sequence[str], source: str) -> str:
+    """Shell lines printing {path: "<fields>"} of those of ``paths`` that pass ``test``, read
+    from ``source``: one line "<fields...> <path>" per path ("_" skips a field)."""
+    names = [name for name in fields if name != "_"]
+    layout = " ".join(["%s"] * len(names))
+    values = " ".join(f'"${name}"' for name in names)
+    return (
+        _existing(paths, test) + "\n"
+        "sep=''\n"
+        "printf '{'\n"
+        "if [ ${#found[@]} -gt 0 ]; then\n"
+        f"  while read -r {' '.join(fields)} path; do\n"
+        f'    printf \'%s"%s": "{layout}"\' "$sep" "$path" {values}\n'
+        "    sep=', '\n"
+        f"  done < <({source})\n"
+        "fi\n"
+        "printf '}'"
+    )
+
+
+_STAT = "stat -c '%a %U %G %n' -- \"${found[@]}\""
+
+
 # Bash (arrays, process substitution); one sha1sum and one stat for all paths, so the cost
 # does not grow with the number of files (the pki role has dozens).
 def files_probe_json(paths: Sequence[str]) -> str:
     """Shell lines printing {path: "<sha1> <mode> <owner> <group>"} of the existing files."""
-    return (
-        _existing(paths, "-f") + "\n"
-        "sep=''\n"
-        "printf '{'\n"
-        "if [ ${#found[@]} -gt 0 ]; then\n"
-        "  while read -r sum _ mode owner group path; do\n"
-        '    printf \'%s"%s": "%s %s %s %s"\' "$sep" "$path" "$sum" "$mode" "$owner" "$group"\n'
-        "    sep=', '\n"
-        "  done < <(paste -d ' ' <(sha1sum -- \"${found[@]}\")"
-        " <(stat -c '%a %U %G %n' -- \"${found[@]}\"))\n"
-        "fi\n"
-        "printf '}'"
-    )
+    source = f"paste -d ' ' <(sha1sum -- \"${{found[@]}}\") <({_STAT})"
+    return _json_probe(paths, "-f", ("sum", "_", "mode", "owner", "group"), source)
 
 
 def directories_probe_json(paths: Sequence[str]) -> str:
     """Shell lines printing {path: "<mode> <owner> <group>"} of the existing directories."""
-    return (
-        _existing(paths, "-d") + "\n"
-        "sep=''\n"
-        "printf '{'\n"
-        "if [ ${#found[@]} -gt 0 ]; then\n"
-        "  while read -r mode owner group path; do\n"
-        '    printf \'%s"%s": "%s %s %s"\' "$sep" "$path" "$mode" "$owner" "$group"\n'
-        "    sep=', '\n"
-        "  done < <(stat -c '%a %U %G %n' -- \"${found[@]}\")\n"
-        "fi\n"
-        "printf '}'"
-    )
+    return _json_probe(paths, "-d", ("mode", "owner", "group"), _STAT)
 
 
 def _octal(mode: object) -> str:
