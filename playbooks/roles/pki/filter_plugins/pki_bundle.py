@@ -1,6 +1,6 @@
 """pki_bundle_files: a node's certificate bundle as the files and directories the role manages.
 
-The controller issues each node's certificates and keys as one tar (kubesmith.provision.pki:
+The controller issues each node's certificates and keys as one tar (kubesmith.state.pki:
 files 0600/0644, directories 0755, owner root). Reading it here, on the controller, lets the
 role converge them like every other role's files: one probe, then one ``kubesmith_files``
 write of what differs, instead of unpacking the archive on the node.

@@ -24,7 +24,7 @@ from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 from kubesmith import versions
 from kubesmith.local.connection import labels
 from kubesmith.nodes import Node, node_plan
-from kubesmith.program import provisioning as pulumi_resource
+from kubesmith.program import provisioning
 from kubesmith.program.backends.lxd.provider import stack_known_hosts
 from kubesmith.program.provisioning import (
     POD_CIDRS_KEY,
@@ -226,7 +226,7 @@ def test_create_writes_the_stack_inventory_and_runs_the_glue(
     assert "ansible_ssh_private_key_file" not in data["all"]["vars"]  # the input is untouched
     assert calls[0].inventory.path == written.resolve()
     assert calls[0].inventory.hosts_in("etcd") == ["local-cp-1"]
-    assert result.outs[pulumi_resource.RECAP_KEY] == {
+    assert result.outs[provisioning.RECAP_KEY] == {
         "local-cp-1": {"ok": 20, "changed": 3, "failed": 0}
     }
 
