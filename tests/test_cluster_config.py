@@ -272,12 +272,12 @@ def test_json_probe_and_stale_files_agree_on_real_files(tmp_path: Path) -> None:
     assert (
         json.loads(
             subprocess.run(
-                ["sh", "-c", plugin.paths_probe([])], capture_output=True, text=True, check=True
+                ["bash", "-c", plugin.paths_probe([])], capture_output=True, text=True, check=True
             ).stdout
         )
         == {}
     )
-    with pytest.raises(ValueError, match="JSON string"):
+    with pytest.raises(ValueError, match="must not hold quotes"):
         plugin.paths_probe(['/etc/"quoted"'])
 
 

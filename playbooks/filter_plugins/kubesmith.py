@@ -1,4 +1,4 @@
-"""Filters that build node files from data, shared by the Kubernetes roles.
+"""Filters that build node files from data, shared by the roles.
 
 - ``kubeconfig``: the kubeconfig shape of kubesmith.state.kubeconfig (one definition for
   the nodes' files and the admin kubeconfig the controller exports);
@@ -16,8 +16,10 @@
   JSON document (read with ``from_json``); these fragments print its part for the managed
   paths: {path: "<sha1> <mode> <owner> <group>"} per existing file, {path: "<mode> <owner>
   <group>"} per directory (``paths_probe``: files and directories in one object, directories
-  as "directory <mode> <owner> <group>"). ``stale_files`` keeps the files whose state differs
-  from what the role would write, so a converged node costs that one command and no module.
+  as "directory <mode> <owner> <group>"). All three come from one generator: bash, one
+  ``sha1sum`` and one ``stat`` for all paths, so a probe's cost does not grow with the number of
+  files. ``stale_files`` keeps the files whose state differs from what the role would write, so
+  a converged node costs that one command and no module.
 """
 
 from __future__ import annotations
@@ -122,31 +124,6 @@ def kubeconfig_files(
     return files
 
 
-def paths_probe(paths: Sequence[str]) -> str:
-    """Shell lines printing one JSON object: each existing path of ``paths`` mapped to
-    ``<sha1> <mode> <owner> <group>`` (a file) or ``directory <mode> <owner> <group>``."""
-    unsafe = [p for p in paths if any(c in str(p) for c in '"\\\n')]
-    if unsafe:
-        raise ValueError(f"paths_probe: cannot print {unsafe[0]!r} inside a JSON string")
-    quoted = " ".join(shlex.quote(str(p)) for p in paths)
-    return (
-        "sep=''\n"
-        "printf '{'\n"
-        f"for path in {quoted}; do\n"
-        '  if [ -f "$path" ]; then\n'
-        '    state="$(sha1sum < "$path" | cut -d\' \' -f1) $(stat -c \'%a %U %G\' "$path")"\n'
-        '  elif [ -d "$path" ]; then\n'
-        '    state="directory $(stat -c \'%a %U %G\' "$path")"\n'
-        "  else\n"
-        "    continue\n"
-        "  fi\n"
-        '  printf \'%s"%s": "%s"\' "$sep" "$path" "$state"\n'
-        "  sep=', '\n"
-        "done\n"
-        "printf '}'"
-    )
-
-
 #: Characters a path may not hold to be written into the probe's JSON and read back by `read`.
 _UNSAFE_PATH = re.compile(r'["\\\s]')
 
@@ -165,24 +142,28 @@ def _existing(paths: Sequence[str], test: str) -> str:
     )
 
 
-def _json_probe(paths: Sequence[str], test: str, fields: Sequence[str], source: str) -> str:
-    """Shell lines printing {path: "<fields>"} of those of ``paths`` that pass ``test``, read
-    from ``source``: one line "<fields...> <path>" per path ("_" skips a field)."""
+def _json_entries(
+    paths: Sequence[str], test: str, fields: Sequence[str], source: str, label: str = ""
+) -> str:
+    """Shell lines printing ``"path": "<label><fields>"`` JSON members (``$sep`` between them)
+    for those of ``paths`` that pass ``test``, read from ``source``: one line
+    "<fields...> <path>" per path ("_" skips a field)."""
     names = [name for name in fields if name != "_"]
-    layout = " ".join(["%s"] * len(names))
+    layout = label + " ".join(["%s"] * len(names))
     values = " ".join(f'"${name}"' for name in names)
     return (
         _existing(paths, test) + "\n"
-        "sep=''\n"
-        "printf '{'\n"
         "if [ ${#found[@]} -gt 0 ]; then\n"
         f"  while read -r {' '.join(fields)} path; do\n"
         f'    printf \'%s"%s": "{layout}"\' "$sep" "$path" {values}\n'
         "    sep=', '\n"
         f"  done < <({source})\n"
         "fi\n"
-        "printf '}'"
     )
+
+
+def _json_object(*members: str) -> str:
+    return "sep=''\nprintf '{'\n" + "".join(members) + "printf '}'"
 
 
 _STAT = "stat -c '%a %U %G %n' -- \"${found[@]}\""
@@ -190,15 +171,28 @@ _STAT = "stat -c '%a %U %G %n' -- \"${found[@]}\""
 
 # Bash (arrays, process substitution); one sha1sum and one stat for all paths, so the cost
 # does not grow with the number of files (the pki role has dozens).
+_FILE_FIELDS = ("sum", "_", "mode", "owner", "group")
+_FILE_SOURCE = f"paste -d ' ' <(sha1sum -- \"${{found[@]}}\") <({_STAT})"
+_DIRECTORY_FIELDS = ("mode", "owner", "group")
+
+
 def files_probe_json(paths: Sequence[str]) -> str:
     """Shell lines printing {path: "<sha1> <mode> <owner> <group>"} of the existing files."""
-    source = f"paste -d ' ' <(sha1sum -- \"${{found[@]}}\") <({_STAT})"
-    return _json_probe(paths, "-f", ("sum", "_", "mode", "owner", "group"), source)
+    return _json_object(_json_entries(paths, "-f", _FILE_FIELDS, _FILE_SOURCE))
 
 
 def directories_probe_json(paths: Sequence[str]) -> str:
     """Shell lines printing {path: "<mode> <owner> <group>"} of the existing directories."""
-    return _json_probe(paths, "-d", ("mode", "owner", "group"), _STAT)
+    return _json_object(_json_entries(paths, "-d", _DIRECTORY_FIELDS, _STAT))
+
+
+def paths_probe(paths: Sequence[str]) -> str:
+    """Files and directories in one object: {path: "<sha1> <mode> <owner> <group>"} per file,
+    {path: "directory <mode> <owner> <group>"} per directory."""
+    return _json_object(
+        _json_entries(paths, "-f", _FILE_FIELDS, _FILE_SOURCE),
+        _json_entries(paths, "-d", _DIRECTORY_FIELDS, _STAT, label="directory "),
+    )
 
 
 def _octal(mode: object) -> str:

@@ -131,11 +131,9 @@ def provision(target: Target, options: Options, on_event: EventHandler | None = 
     report = pki.ensure(target.inventory.identities())
     releases, arch_of, fetched = fetch_releases(target)
     downloaded: list[Download] = list(fetched)
-    base = node_base_variables(target, pki, releases, arch_of)
-    extravars = {
-        **cluster_variables(target.inventory.cluster).extravars(),
-        **base.extravars(),
-    }
+    extravars = cluster_variables(target.inventory.cluster).extravars()
+    # The Kubernetes roles' Debian packages join node_prep's one apt transaction.
+    kubernetes_packages: dict[str, list[str]] = {}
     playbook = options.playbook
     if playbook == SITE_PLAYBOOK and not _runs_kubernetes(options.tags):
         # The same plays without the Kubernetes ones: nothing of theirs is prepared, parsed or
@@ -143,11 +141,11 @@ def provision(target: Target, options: Options, on_event: EventHandler | None = 
         playbook = BASE_PLAYBOOK
     if playbook == SITE_PLAYBOOK:
         prepared = kubernetes.prepare(target, arch_of, dict(options.extravars), probe_architectures)
-        extravars.update(prepared.variables.extravars())
-        # The Kubernetes roles' Debian packages join node_prep's one apt transaction.
-        for host, names in prepared.packages.items():
-            base.host_packages.setdefault(host, []).extend(names)
+        extravars |= prepared.variables.extravars()
+        kubernetes_packages = prepared.packages
         downloaded += prepared.downloaded
+    base = node_base_variables(target, pki, releases, arch_of, kubernetes_packages)
+    extravars |= base.extravars()
     extravars.update(options.extravars)
     request = RunRequest(
         private_data_dir=target.runner_dir,

@@ -15,7 +15,7 @@ and roles never read one: the playbooks bind them into each role's argument_spec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -44,10 +44,11 @@ RELEASE_BIN_DIR = "/usr/local/bin"
 RELEASE_BIN_DIRS: Mapping[str, str] = {"cni_plugins": "/opt/cni/bin"}
 
 
+@dataclass(frozen=True)
 class _Variables:
     def extravars(self) -> dict[str, Any]:
-        """``kubesmith_<field>`` for every field (dataclass subclasses only)."""
-        return {PREFIX + f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        """``kubesmith_<field>`` for every field: the playbooks' names, defined here only."""
+        return {PREFIX + f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,11 @@ def node_base_variables(
     pki: Pki,
     releases: Mapping[tuple[str, str], Download],
     arch_of: Mapping[str, str],
+    more_packages: Mapping[str, Sequence[str]] | None = None,
 ) -> NodeBaseVariables:
-    """``releases`` maps (component, arch) to its verified download; ``arch_of`` host -> arch."""
+    """``releases`` maps (component, arch) to its verified download; ``arch_of`` host -> arch;
+    ``more_packages`` (host -> Debian packages, e.g. the Kubernetes roles') join the host's one
+    apt transaction."""
     components = versions.components()
     packages: dict[str, list[str]] = {}
     host_releases: dict[str, list[dict[str, Any]]] = {}
@@ -150,6 +154,8 @@ def node_base_variables(
                     "bin_dir": RELEASE_BIN_DIRS.get(name, RELEASE_BIN_DIR),
                 }
             )
+    for host, names in (more_packages or {}).items():
+        packages.setdefault(host, []).extend(names)
     bundles = {node.name: pki.node_bundle(node) for node in target.inventory.identities()}
     return NodeBaseVariables(
         components={name: {"source": target.artifacts.source(name)} for name in components},
