@@ -4,12 +4,7 @@ ranges, flag checks, kubeconfigs, the bootstrap RBAC and the CoreDNS manifests."
 from __future__ import annotations
 
 import base64
-import getpass
-import grp
 import ipaddress
-import json
-import os
-import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -100,6 +95,19 @@ def test_pod_ranges_follow_a_changed_pod_cidr(tmp_path: Path) -> None:
     podcidr.allocate("10.244.0.0/16", ["a", "b"], tmp_path)
     moved = podcidr.allocate("10.32.0.0/16", ["a", "b"], tmp_path)
     assert [str(c) for c in moved.values()] == ["10.32.0.0/24", "10.32.1.0/24"]
+
+
+def test_a_range_two_nodes_claim_stays_with_the_first(tmp_path: Path) -> None:
+    """A kept file that names one range twice (edited by hand) never gives two nodes one range,
+    even when the network has exactly room for both."""
+    (tmp_path / podcidr.ALLOCATIONS_FILE).write_text(
+        "a: 10.244.0.0/24\nb: 10.244.0.0/24\n", encoding="utf-8"
+    )
+    ranges = podcidr.allocate("10.244.0.0/23", ["a", "b"], tmp_path)
+    assert {node: str(c) for node, c in ranges.items()} == {
+        "a": "10.244.0.0/24",
+        "b": "10.244.1.0/24",
+    }
 
 
 def test_pod_cidr_too_small_names_the_setting(tmp_path: Path) -> None:
@@ -241,44 +249,6 @@ def test_coredns_comes_from_the_template_engine_with_the_cluster_dns(tmp_path: P
         for o in objects
         if o["kind"] not in ("ClusterRole", "ClusterRoleBinding")
     )
-
-
-def test_json_probe_and_stale_files_agree_on_real_files(tmp_path: Path) -> None:
-    """The raw probes' JSON (paths_probe) and stale_files: a file is written only when its
-    state differs from the wanted one; directories are reported as such."""
-    plugin = filters()
-    same, changed, loose = tmp_path / "same", tmp_path / "changed", tmp_path / "loose"
-    wanted = [
-        {"dest": str(path), "content": "kind: Config\n", "mode": "0600"}
-        for path in (same, changed, loose, tmp_path / "missing")
-    ]
-    for path in (same, changed, loose):
-        path.write_text("kind: Config\n" if path != changed else "kind: Other\n")
-        path.chmod(0o600 if path != loose else 0o644)
-    (tmp_path / "dir").mkdir(mode=0o700)
-    script = plugin.paths_probe([*(w["dest"] for w in wanted), str(tmp_path / "dir")])
-    printed = subprocess.run(
-        ["bash", "-c", f"set -euo pipefail\n{script}"], capture_output=True, text=True, check=True
-    ).stdout
-    user, group = getpass.getuser(), grp.getgrgid(os.getgid()).gr_name
-    found = {
-        path: state.replace(f" {user} {group}", " root root")
-        for path, state in json.loads(printed).items()
-    }
-    assert found[str(tmp_path / "dir")] == "directory 700 root root"
-    assert str(tmp_path / "missing") not in found
-    stale = plugin.stale_files(wanted, found)
-    assert [Path(s["dest"]).name for s in stale] == ["changed", "loose", "missing"]
-    assert (
-        json.loads(
-            subprocess.run(
-                ["bash", "-c", plugin.paths_probe([])], capture_output=True, text=True, check=True
-            ).stdout
-        )
-        == {}
-    )
-    with pytest.raises(ValueError, match="must not hold quotes"):
-        plugin.paths_probe(['/etc/"quoted"'])
 
 
 def test_kubeconfig_files_name_the_certificates() -> None:

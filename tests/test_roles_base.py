@@ -165,9 +165,12 @@ def _as_root(found: dict[str, str]) -> dict[str, str]:
     return {path: value.replace(f" {user} {group}", " root root") for path, value in found.items()}
 
 
+@pytest.mark.parametrize("probe", ["files_probe_json", "paths_probe"])
 def test_json_probe_and_stale_files_agree_on_real_files(
-    filters: ModuleType, tmp_path: Path
+    filters: ModuleType, tmp_path: Path, probe: str
 ) -> None:
+    """A file is written only when its probed state differs from the wanted one (both probe
+    shapes, the node-base roles' and the Kubernetes roles')."""
     same, changed, loose = tmp_path / "same", tmp_path / "changed", tmp_path / "loose"
     wanted = [
         {"dest": str(path), "content": "kind: Config\n", "mode": "0600"}
@@ -176,15 +179,27 @@ def test_json_probe_and_stale_files_agree_on_real_files(
     for path in (same, changed, loose):
         path.write_text("kind: Config\n" if path != changed else "kind: Other\n")
         path.chmod(0o600 if path != loose else 0o644)
-    found = yaml.safe_load(_run(filters.files_probe_json([w["dest"] for w in wanted])))
+    found = yaml.safe_load(_run(getattr(filters, probe)([w["dest"] for w in wanted])))
     assert sorted(found) == [str(changed), str(loose), str(same)]
     stale = filters.stale_files(wanted, _as_root(found))
     assert [Path(s["dest"]).name for s in stale] == ["changed", "loose", "missing"]
 
 
-def test_json_probe_of_nothing_is_an_empty_object(filters: ModuleType, tmp_path: Path) -> None:
-    assert _run(filters.files_probe_json([str(tmp_path / "none")])) == "{}"
-    assert _run(filters.directories_probe_json([str(tmp_path / "none")])) == "{}"
+def test_paths_probe_reports_directories_as_such(filters: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir(mode=0o700)
+    (tmp_path / "dir").chmod(0o700)
+    found = _as_root(yaml.safe_load(_run(filters.paths_probe([str(tmp_path / "dir")]))))
+    assert found == {str(tmp_path / "dir"): "directory 700 root root"}
+
+
+@pytest.mark.parametrize("probe", ["files_probe_json", "directories_probe_json", "paths_probe"])
+def test_json_probe_of_nothing_is_an_empty_object(
+    filters: ModuleType, tmp_path: Path, probe: str
+) -> None:
+    assert _run(getattr(filters, probe)([str(tmp_path / "none")])) == "{}"
+    assert _run(getattr(filters, probe)([])) == "{}"
+    with pytest.raises(ValueError, match="must not hold quotes"):
+        getattr(filters, probe)(['/etc/"quoted"'])
 
 
 def test_stale_directories_are_missing_or_of_another_mode(

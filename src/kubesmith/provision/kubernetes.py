@@ -18,7 +18,7 @@ obtain the binaries.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 from kubesmith import versions
@@ -55,13 +55,13 @@ PACKAGES_BY_GROUP = {"k8s_cluster": ("iptables", "conntrack")}
 API_PROXY_PACKAGES = ("haproxy",)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
     variables: KubernetesVariables
     #: Host -> Debian packages for node_prep's apt transaction.
-    packages: dict[str, list[str]] = field(default_factory=dict)
-    tarballs: list[Download] = field(default_factory=list)
-    downloaded: list[Download] = field(default_factory=list)
+    packages: dict[str, list[str]]
+    #: The server tarballs this run downloaded (not those already in the cache).
+    downloaded: list[Download]
 
 
 def cluster_pki(target: Target) -> Pki:
@@ -136,9 +136,9 @@ def _binaries(
     arch_of: Mapping[str, str],
     probe: Probe,
     cluster: Cluster,
-    prepared: Prepared,
-) -> dict[str, dict[str, str]]:
-    """Host -> {binary: unpacked path on the controller}; fetches what the cache lacks."""
+) -> tuple[dict[str, dict[str, str]], list[Download]]:
+    """Host -> {binary: unpacked path on the controller}, and the tarballs that had to be
+    downloaded (the cache holds the others)."""
     hosts = target.inventory.hosts_in("k8s_cluster")
     unknown = [h for h in hosts if h not in arch_of]
     arches = {**arch_of, **(probe(target, unknown) if unknown else {})}
@@ -151,15 +151,14 @@ def _binaries(
         )
         for arch in sorted({arches[h] for h in hosts})
     }
-    prepared.tarballs = list(tarballs.values())
     # Every tarball is verified before anything is unpacked or sent anywhere.
-    prepared.downloaded = download.fetch_all(tarballs.values())
+    downloaded = download.fetch_all(tarballs.values())
     unpacked = {arch: kube_binaries.unpack(t) for arch, t in tarballs.items()}
     files = {}
     for host in hosts:
         names = kube_binaries.binaries_for(target.inventory.groups_of(host))
         files[host] = {name: str(unpacked[arches[host]][name]) for name in names}
-    return files
+    return files, downloaded
 
 
 def prepare(
@@ -185,10 +184,11 @@ def prepare(
         check_room(cluster.spec.pod_cidr, len(nodes))
     pod_cidrs = {} if flannel else allocate(cluster.spec.pod_cidr, nodes, target.state_dir)
     enabled = binaries_enabled(target.inventory, extravars)
+    files, downloaded = _binaries(target, arch_of, probe, cluster) if enabled else ({}, [])
     prepared = Prepared(
         variables=KubernetesVariables(
             kubernetes_binaries=enabled,
-            kubernetes_files={},
+            kubernetes_files=files,
             encryption_config=str(encryption_config),
             pod_cidrs={host: str(cidr) for host, cidr in pod_cidrs.items()},
             extra_args=extra_args,
@@ -197,9 +197,7 @@ def prepare(
             coredns_manifests=coredns_manifests(cluster),
         ),
         packages=packages(target, cluster),
+        downloaded=downloaded,
     )
-    if enabled:
-        files = _binaries(target, arch_of, probe, cluster, prepared)
-        prepared.variables = replace(prepared.variables, kubernetes_files=files)
     records.record(target.state_dir, cluster)
     return prepared

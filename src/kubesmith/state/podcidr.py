@@ -62,8 +62,8 @@ def check_room(pod_cidr: str, nodes: int) -> None:
 
 def allocate(pod_cidr: str, nodes: Sequence[str], state: Path) -> dict[str, ipaddress.IPv4Network]:
     """Node -> its pod range for every node in ``nodes``; kept in ``state``/pod-cidrs.yaml."""
+    check_room(pod_cidr, len(nodes))
     network = ipaddress.IPv4Network(pod_cidr)
-    slices = _slices(network)
     path = state / ALLOCATIONS_FILE
     kept: dict[str, ipaddress.IPv4Network] = {}
     for node, text in _read(path).items():
@@ -73,19 +73,15 @@ def allocate(pod_cidr: str, nodes: Sequence[str], state: Path) -> dict[str, ipad
             cidr = ipaddress.IPv4Network(text)
         except ValueError:
             raise KubesmithError(f"{path}: node {node!r}: {text!r} is not a CIDR") from None
-        # A changed podCidr invalidates the old slices: they are carved again.
-        if cidr.prefixlen == NODE_PREFIX and cidr.subnet_of(network):
+        # A changed podCidr invalidates the old slices: they are carved again. A slice belongs
+        # to one node only (the first that names it).
+        if cidr.prefixlen == NODE_PREFIX and cidr.subnet_of(network) and cidr not in kept.values():
             kept[node] = cidr
-    used = set(kept.values())
-    free = (s for s in slices if s not in used)
+    # check_room made sure there is a free slice for every node that has none yet.
+    free = (s for s in _slices(network) if s not in kept.values())
     for node in nodes:
-        if node in kept:
-            continue
-        chosen = next(free, None)
-        if chosen is None:
-            check_room(pod_cidr, len(nodes))
-        assert chosen is not None  # check_room raised: more nodes than slices
-        kept[node] = chosen
+        if node not in kept:
+            kept[node] = next(free)
     allocation = {node: kept[node] for node in nodes}
     _write(path, {node: str(cidr) for node, cidr in allocation.items()})
     return allocation
