@@ -1,0 +1,118 @@
+"""What the provisioning benchmarks share: a temporary state directory, a lab made and removed
+around a case, a timed run with the CPU it cost, and the rows they print.
+
+`node_cpu_s` is the CPU time the lab's containers used during the run (their cgroups, read
+through LXD), `controller_cpu_s` that of Ansible on this machine (the run's child processes),
+and `cpu_floor_s` their sum divided by this machine's cores: no run can be faster than that on
+this machine, whose cores also run every node.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubesmith.local.connection import connect
+from kubesmith.local.lab import create_lab, destroy_lab
+from kubesmith.provision.provisioner import Options, provision
+from kubesmith.provision.runner import EventHandler
+from kubesmith.provision.target import for_inventory
+
+
+@contextmanager
+def bench_home(prefix: str) -> Iterator[None]:
+    """A fresh KUBESMITH_HOME for the bench's labs and state, the caller's restored after."""
+    previous = os.environ.get("KUBESMITH_HOME")
+    with tempfile.TemporaryDirectory(prefix=prefix) as home:
+        os.environ["KUBESMITH_HOME"] = home
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("KUBESMITH_HOME", None)
+            else:
+                os.environ["KUBESMITH_HOME"] = previous
+
+
+@contextmanager
+def lab(prefix: str, planes: int, workers: int = 0) -> Iterator[tuple[Path, list[str]]]:
+    """A lab of the local stack answering SSH (not timed): its inventory and node names."""
+    name = f"{prefix}-{secrets.token_hex(2)}"
+    try:
+        made = create_lab(name, control_planes=planes, workers=workers)
+        yield made.inventory_path, [node.name for node in made.nodes]
+    finally:
+        destroy_lab(name)
+
+
+def _nodes_cpu_seconds(names: list[str]) -> float:
+    client = connect()
+    return float(sum(client.instances.get(name).state().cpu["usage"] for name in names)) / 1e9
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    changed: int
+    node_cpu: float
+    controller_cpu: float
+
+    def fields(self) -> dict[str, object]:
+        cores = os.cpu_count() or 1
+        return {
+            "seconds": round(self.seconds, 1),
+            "changed": self.changed,
+            "node_cpu_s": round(self.node_cpu, 1),
+            "controller_cpu_s": round(self.controller_cpu, 1),
+            "cpu_floor_s": round((self.node_cpu + self.controller_cpu) / cores, 1),
+        }
+
+
+def timed_run(
+    inventory: Path, nodes: list[str], options: Options, on_event: EventHandler | None = None
+) -> Run:
+    """One provisioning run of ``inventory``: wall time, changes, and the CPU it cost."""
+    node_cpu, controller_cpu = _nodes_cpu_seconds(nodes), _children_cpu_seconds()
+    started = time.monotonic()
+    outcome = provision(for_inventory(inventory), options, on_event)
+    seconds = time.monotonic() - started
+    outcome.run.raise_for_failure("provisioning")
+    return Run(
+        seconds,
+        sum(s.changed for s in outcome.run.stats.values()),
+        _nodes_cpu_seconds(nodes) - node_cpu,
+        _children_cpu_seconds() - controller_cpu,
+    )
+
+
+def row(case: str, run: Run, targets: Mapping[str, float], **extra: object) -> dict[str, object]:
+    """A table row: the run's fields, and whether it met its target when it has one."""
+    found: dict[str, object] = {"case": case, **run.fields()}
+    if case in targets:
+        found["target"] = targets[case]
+        found["met"] = run.seconds <= targets[case]
+    return found | extra
+
+
+def ratio_row(case: str, larger: float, smaller: float, limit: float) -> dict[str, object]:
+    """How a larger lab's cold time compares with a smaller one's."""
+    ratio = larger / smaller
+    return {
+        "case": case,
+        "seconds": round(larger, 1),
+        "ratio": round(ratio, 2),
+        "target": f"ratio <= {limit}",
+        "met": ratio <= limit,
+    }
