@@ -25,11 +25,6 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
     tmp.replace(path)
 
 
-def write_private(path: Path, text: str) -> None:
-    """A secret-holding text file, 0600."""
-    atomic_write(path, text.encode("utf-8"), 0o600)
-
-
 def check_private(path: Path, what: str) -> None:
     """Refuse a secret-holding file that others may read (``what`` says what it holds)."""
     mode = path.stat().st_mode & 0o777
