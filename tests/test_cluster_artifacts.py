@@ -182,13 +182,22 @@ def test_prepare_without_binaries_downloads_nothing(tmp_path: Path) -> None:
 
 
 def test_binaries_are_on_unless_turned_off(tmp_path: Path) -> None:
-    """The configuration-only mode is explicit: off by default, on by a variable."""
-    inventory = write_inventory(tmp_path / "lab", local_spec(1, 0))
+    """The configuration-only mode is explicit: on by default, off by the stack setting or a
+    run's variable, and the run's variable wins either way."""
     from kubesmith.provision.variables import binaries_enabled
 
+    inventory = write_inventory(tmp_path / "lab", local_spec(1, 0))
     assert binaries_enabled(inventory, {}) is True
     assert binaries_enabled(inventory, {"kubesmith_kubernetes_binaries": False}) is False
     assert binaries_enabled(inventory, {"kubesmith_kubernetes_binaries": "false"}) is False
+
+    spec = local_spec(1, 0)
+    off = spec.model_copy(
+        update={"artifacts": spec.artifacts.model_copy(update={"kubernetes_binaries": False})}
+    )
+    configuration_only = write_inventory(tmp_path / "off", off)
+    assert binaries_enabled(configuration_only, {}) is False
+    assert binaries_enabled(configuration_only, {"kubesmith_kubernetes_binaries": True}) is True
 
 
 def test_extra_args_are_checked_before_anything_else(tmp_path: Path) -> None:

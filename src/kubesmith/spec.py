@@ -167,10 +167,16 @@ class ArtifactsSpec(_Model):
     controller's cache (from ``mirrorBaseUrl`` when set, for air-gapped sites). ``distro``:
     Debian packages. Unset, the backend decides: ``distro`` for lxd (works without internet
     access through the local bridge's NAT to the Debian archive), ``release`` for aws.
+
+    ``kubernetesBinaries: false`` provisions everything but the Kubernetes binaries: every
+    certificate, configuration, unit, CNI file and route is written, nothing is downloaded,
+    installed or started (a configuration-only cluster, for machines that cannot download the
+    server tarball; `kubesmith provision --kubernetes-binaries` overrides it for one run).
     """
 
     source: ArtifactSource | None = None
     mirror_base_url: StrictStr | None = None
+    kubernetes_binaries: StrictBool = True
     #: Per-component override of ``source``, e.g. ``{etcd: release}``.
     components: dict[StrictStr, ArtifactSource] = Field(default_factory=dict)
 

@@ -99,16 +99,18 @@ def provision_command(
     ),
     source: str | None = SourceOption,
     mirror: str | None = MirrorOption,
-    binaries: bool = typer.Option(
-        True,
+    binaries: bool | None = typer.Option(
+        None,
         "--kubernetes-binaries/--no-kubernetes-binaries",
-        help="Install and start the Kubernetes binaries (default). Without: write every "
-        "certificate, configuration and unit, install and start nothing (configuration only).",
+        help="Install and start the Kubernetes binaries, or not: without, write every "
+        "certificate, configuration and unit, install and start nothing (configuration only). "
+        "Default: the stack's artifacts.kubernetesBinaries (true unless set).",
+        show_default=False,
     ),
 ) -> None:
     """Build the cluster: nodes, certificates, containerd, etcd, Kubernetes (playbooks/site.yml)."""
     target = _target(stack, inventory, source, mirror)
-    extravars = {} if binaries else {BINARIES_VAR: False}
+    extravars = {} if binaries is None else {BINARIES_VAR: binaries}
     options = Options(tags=_tags(tags), limit=limit, check=check, extravars=extravars)
     outcome = _run(target, options, "provision")
     changed = sum(s.changed for s in outcome.run.stats.values())

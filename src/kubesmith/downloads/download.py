@@ -109,7 +109,7 @@ def server_tarball(
         raise KubesmithError(
             str(exc.args[0]),
             hint="pick a pinned version with kubesmith:cluster.kubernetesVersion, or run "
-            "without the binaries (kubesmith_kubernetes_binaries: false) to only configure",
+            "without the binaries (artifacts.kubernetesBinaries: false) to only configure",
         ) from None
     filename = release.filename(arch)
     return Download(

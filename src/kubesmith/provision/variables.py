@@ -28,7 +28,7 @@ from kubesmith.state.pki import Pki
 from kubesmith.state.podcidr import NODE_PREFIX
 
 PREFIX = "kubesmith_"
-#: The extra variable that turns the Kubernetes binaries off (configuration-only runs).
+#: The extra variable that overrides kubesmith:cluster.artifacts.kubernetesBinaries for one run.
 BINARIES_VAR = "kubesmith_kubernetes_binaries"
 
 #: Inventory groups whose members run each node-base component.
@@ -186,8 +186,9 @@ class KubernetesVariables(_Variables):
 
 
 def binaries_enabled(inventory: Inventory, extravars: Mapping[str, Any]) -> bool:
-    """Whether this run installs and starts the Kubernetes binaries (the default)."""
-    value = extravars.get(BINARIES_VAR, inventory.all_vars.get(BINARIES_VAR, True))
+    """Whether this run installs and starts the Kubernetes binaries: the extra variable when
+    given (`provision --[no-]kubernetes-binaries`), else the stack's artifacts.kubernetesBinaries."""
+    value = extravars.get(BINARIES_VAR, inventory.cluster.spec.artifacts.kubernetes_binaries)
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
