@@ -9,7 +9,8 @@ Kubernetes binaries are turned off, fetches and verifies the server tarball for 
 architecture and unpacks the binaries. The result is typed: kubesmith.provision.variables.
 
 ``kubesmith:cluster.artifacts.kubernetesBinaries: false`` (or the extra variable
-``kubesmith_kubernetes_binaries`` for one run) turns off exactly the binaries: no download, no install, no service start and no wait for an API.
+``kubesmith_kubernetes_binaries`` for one run) turns off exactly the binaries: no download,
+no install, no service start and no wait for an API.
 Everything else (certificates, kubeconfigs, configuration files, units, CNI, routes, API
 proxy) is still written, which is how the configuration is verified on machines that cannot
 obtain the binaries.

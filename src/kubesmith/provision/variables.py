@@ -187,7 +187,8 @@ class KubernetesVariables(_Variables):
 
 def binaries_enabled(inventory: Inventory, extravars: Mapping[str, Any]) -> bool:
     """Whether this run installs and starts the Kubernetes binaries: the extra variable when
-    given (`provision --[no-]kubernetes-binaries`), else the stack's artifacts.kubernetesBinaries."""
+    given (`provision --[no-]kubernetes-binaries`), else the stack's
+    artifacts.kubernetesBinaries."""
     value = extravars.get(BINARIES_VAR, inventory.cluster.spec.artifacts.kubernetes_binaries)
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
