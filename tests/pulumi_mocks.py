@@ -289,6 +289,7 @@ def run_program(
     program: Callable[[], None] = mock_program,
     mocks: KubesmithMocks | None = None,
     project: str = "kubesmith",
+    monitor: RecordingMonitor | None = None,
 ) -> ProgramRun:
     """Run ``program`` as stack ``stack`` under mocks; raise ProgramFailed if it raises.
 
@@ -296,7 +297,10 @@ def run_program(
     """
     config = stack_config(stack) if config is None else config
     recorder = mocks or KubesmithMocks()
-    return contextvars.copy_context().run(_run_isolated, stack, config, program, recorder, project)
+    monitor = monitor or RecordingMonitor(recorder)
+    return contextvars.copy_context().run(
+        _run_isolated, stack, config, program, recorder, monitor, project
+    )
 
 
 def _run_isolated(
@@ -304,6 +308,7 @@ def _run_isolated(
     config: Mapping[str, Any],
     program: Callable[[], None],
     mocks: KubesmithMocks,
+    monitor: RecordingMonitor,
     project: str,
 ) -> ProgramRun:
     handler = _ListHandler()
@@ -318,7 +323,7 @@ def _run_isolated(
         stack=stack,
         preview=False,
         logger=logger,
-        monitor=RecordingMonitor(mocks),
+        monitor=monitor,
     )
     pulumi.runtime.set_all_config(_config_strings(config))
     outputs: dict[str, Any] = {}

@@ -43,6 +43,7 @@ from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec, parse_cluster
 from kubesmith.state import podcidr
 from kubesmith.state.paths import stack_dir
+from kubesmith.state.pki import PkiReport
 
 
 def spec(**extra: object) -> ClusterSpec:
@@ -206,10 +207,17 @@ def test_create_writes_the_stack_inventory_and_runs_the_glue(
     calls: list[target.Target] = []
 
     class Outcome:
+        pki = PkiReport()
         run = RunResult("successful", 0, stats={"local-cp-1": HostStats(ok=20, changed=3)})
 
-    def fake_provision(chosen: target.Target, _options: object) -> Outcome:
+    def fake_provision(chosen: target.Target, _options: object, on_event: Any) -> Outcome:
         calls.append(chosen)
+        # Two events of the run, as ansible-runner sends them: a task of the etcd role that
+        # changed something. The outputs carry which roles changed on which host.
+        task = {"host": "local-cp-1", "role": "etcd", "task": "Etcd | write the unit"}
+        on_event({"event": "runner_on_start", "event_data": task})
+        on_event({"event": "runner_on_ok", "event_data": {**task, "res": {"changed": True}}})
+        on_event({"event": "playbook_on_stats", "event_data": {}})
         return Outcome()
 
     monkeypatch.setattr("kubesmith.provision.provisioner.provision", fake_provision)
@@ -227,7 +235,7 @@ def test_create_writes_the_stack_inventory_and_runs_the_glue(
     assert calls[0].inventory.path == written.resolve()
     assert calls[0].inventory.hosts_in("etcd") == ["local-cp-1"]
     assert result.outs[provisioning.RECAP_KEY] == {
-        "local-cp-1": {"ok": 20, "changed": 3, "failed": 0}
+        "local-cp-1": {"ok": 20, "changed": 3, "failed": 0, "changed_roles": {"etcd": 1}}
     }
 
 
@@ -237,6 +245,7 @@ def test_create_reports_the_pod_ranges_the_state_keeps(
     monkeypatch.setenv("KUBESMITH_HOME", str(tmp_path / "home"))
 
     class Outcome:
+        pki = PkiReport()
         run = RunResult("successful", 0, stats={"local-cp-1": HostStats(ok=1)})
 
     monkeypatch.setattr("kubesmith.provision.provisioner.provision", lambda *_: Outcome())
@@ -255,6 +264,7 @@ def test_a_failed_run_fails_the_resource(monkeypatch: pytest.MonkeyPatch, tmp_pa
     from kubesmith.provision.runner import Failure
 
     class Outcome:
+        pki = PkiReport()
         run = RunResult(
             "failed",
             2,
@@ -287,3 +297,13 @@ def test_lxd_provider_edits_the_known_hosts_the_run_gives_ansible() -> None:
     assert f"UserKnownHostsFile={known_hosts.path} " in ansible_args["ansible_ssh_common_args"]
     # Nodes of one stack share one KnownHosts (and its lock): the engine creates them at once.
     assert stack_known_hosts(node("local-worker-2")) is known_hosts
+
+
+def test_the_provider_gets_whole_numbers_back() -> None:
+    """Pulumi carries numbers as doubles: the inventory's counts come back as 1.0, which the
+    strict spec refuses (found by running the provider through the SDK's provider server)."""
+    sent = {"controlPlanes": 1.0, "lxd": {"cpu": 2.0}, "ratio": 0.5, "names": ["a", 3.0]}
+    back = provisioning.whole_numbers(sent)
+    assert back == {"controlPlanes": 1, "lxd": {"cpu": 2}, "ratio": 0.5, "names": ["a", 3]}
+    assert type(back["controlPlanes"]) is int
+    assert type(back["lxd"]["cpu"]) is int

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,23 +117,60 @@ def used_pod_cidrs(target: Target) -> dict[str, str]:
     return {node: str(cidr) for node, cidr in allocation.items()}
 
 
+def whole_numbers(value: Any) -> Any:
+    """``value`` with every integral float made an int again.
+
+    Pulumi carries properties as protobuf Values, whose only number is a double: the
+    inventory's counts (controlPlanes: 1) reach the provider as 1.0, which the strict spec
+    refuses. Nothing kubesmith writes uses a fractional number.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(item) for item in value]
+    return value
+
+
 def _run(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the stack's inventory and provision it; the outputs carry the recap and ranges."""
+    """Write the stack's inventory and provision it; the outputs carry the recap and ranges.
+
+    Progress goes to stderr, one line per host and role (kubesmith.provision.recap
+    .LineProgress): the engine shows a dynamic provider's stderr in the update's output.
+    """
     # Imported here: the engine pickles this provider, and the glue need not travel with it.
     from kubesmith.provision import target as targets
     from kubesmith.provision.inventory import dump_inventory
     from kubesmith.provision.provisioner import Options, provision
+    from kubesmith.provision.recap import LineProgress, pki_summary
 
     stack = str(props["stack"])
+
+    def say(line: str) -> None:
+        print(f"provisioning {stack}: {line}", file=sys.stderr, flush=True)
+
     path = stack_dir(stack) / targets.STACK_INVENTORY
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(dump_inventory(with_controller_paths(stack, props["inventory"])))
+    inventory = whole_numbers(props["inventory"])
+    temporary.write_text(dump_inventory(with_controller_paths(stack, inventory)))
     temporary.replace(path)
     target = targets.for_stack(stack)
-    outcome = provision(target, Options())
+    say(f"{len(target.inventory.hostvars)} hosts, playbooks/site.yml")
+    with LineProgress(say) as progress:
+        outcome = provision(target, Options(), progress)
+    summary = pki_summary(outcome.pki)
+    if summary:
+        say(summary)
     outcome.run.raise_for_failure("provisioning")
+    say(f"done in {outcome.run.seconds:.1f} s")
     recap = {
-        host: {"ok": s.ok, "changed": s.changed, "failed": s.failed}
+        host: {
+            "ok": s.ok,
+            "changed": s.changed,
+            "failed": s.failed,
+            "changed_roles": progress.changed_roles.get(host, {}),
+        }
         for host, s in outcome.run.stats.items()
     }
     return {**props, RECAP_KEY: recap, POD_CIDRS_KEY: used_pod_cidrs(target)}

@@ -1,9 +1,16 @@
-"""What the user sees of a run: a live line per host while it runs, a recap table after."""
+"""What the user sees of a run: a live line per host while it runs, a recap table after.
+
+On a terminal, `Progress` redraws a table; where output is a log (Pulumi's output, CI),
+`LineProgress` writes plain lines: one when a host finishes a role, with its counts, and one
+for any host whose task has run for a while without news.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -105,3 +112,101 @@ def pki_summary(report: PkiReport) -> str | None:
         by_reason[reason] = by_reason.get(reason, 0) + 1
     parts = ", ".join(f"{count} {reason}" for reason, count in sorted(by_reason.items()))
     return f"certificates issued: {len(report.issued)} ({parts})"
+
+
+@dataclass
+class _HostRole:
+    role: str = ""
+    task: str = ""
+    started: float = 0.0
+    #: When a line last told about this host.
+    told: float = 0.0
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+
+
+@dataclass
+class LineProgress:
+    """An ansible-runner event handler writing one plain line per event worth a line.
+
+    ``host: role ok N changed N (S s)`` when a host leaves a role (or the run ends), and
+    ``host: role: task (running S s)`` when a host has been in one task for ``quiet_s``
+    without a line (a background thread checks every second while the handler is entered).
+    ``changed_roles`` keeps, per host, the roles that changed something and how many tasks.
+    """
+
+    write: Callable[[str], None]
+    quiet_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    changed_roles: dict[str, dict[str, int]] = field(default_factory=dict)
+    _hosts: dict[str, _HostRole] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _ticker: threading.Thread | None = None
+
+    def __enter__(self) -> LineProgress:
+        self._stop.clear()
+        self._ticker = threading.Thread(target=self._tick_until_stopped, daemon=True)
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+
+    def _tick_until_stopped(self) -> None:
+        while not self._stop.wait(1.0):
+            self.tick()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        with self._lock:
+            if kind == "playbook_on_stats":
+                for host, row in self._hosts.items():
+                    self._finish(host, row)
+                return
+            host = str(data.get("host", ""))
+            if not host:
+                return
+            row = self._hosts.setdefault(host, _HostRole())
+            if kind == "runner_on_start":
+                role = str(data.get("role") or data.get("play") or "-")
+                if role != row.role:
+                    self._finish(host, row)
+                    now = self.clock()
+                    self._hosts[host] = row = _HostRole(role=role, started=now, told=now)
+                row.task = str(data.get("task", "")).strip()
+            elif kind == "runner_on_ok":
+                row.ok += 1
+                if (data.get("res") or {}).get("changed"):
+                    row.changed += 1
+            elif kind in ("runner_on_failed", "runner_on_unreachable"):
+                if not data.get("ignore_errors"):
+                    row.failed += 1
+
+    def tick(self) -> None:
+        """A line for every host that has been quiet for ``quiet_s``."""
+        now = self.clock()
+        with self._lock:
+            for host, row in self._hosts.items():
+                if row.role and now - row.told >= self.quiet_s:
+                    self.write(
+                        f"{host}: {row.role}: {row.task} (running {now - row.started:.0f} s)"
+                    )
+                    row.told = now
+
+    def _finish(self, host: str, row: _HostRole) -> None:
+        if not row.role or not (row.ok or row.failed):
+            return
+        if row.changed:
+            roles = self.changed_roles.setdefault(host, {})
+            roles[row.role] = roles.get(row.role, 0) + row.changed
+        failed = f" failed {row.failed}" if row.failed else ""
+        seconds = self.clock() - row.started
+        self.write(
+            f"{host}: {row.role} ok {row.ok} changed {row.changed}{failed} ({seconds:.1f} s)"
+        )
+        row.role = ""
