@@ -20,6 +20,8 @@ from kubesmith.cli import app
 from kubesmith.cli import stack as stack_cli
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.program import automation
+from kubesmith.state import sshkeys
+from kubesmith.state.paths import stack_dir
 from tests.conftest import REPO
 
 runner = CliRunner()
@@ -118,12 +120,27 @@ def test_destroy_without_yes_and_without_a_terminal_refuses(calls: list[Any]) ->
 
 @pytest.mark.parametrize("remove", [False, True])
 def test_destroy_with_yes_destroys_and_removes_on_request(calls: list[Any], remove: bool) -> None:
+    # What a provisioned stack keeps on the controller, and another stack's state.
+    pods = stack_dir("dev") / "pod-cidrs.json"
+    pods.write_text("{}")
+    key = sshkeys.stack_key("dev").private_path
+    other = sshkeys.stack_key("prod").private_path
+
     result = runner.invoke(
         app, ["destroy", "-s", "dev", "--yes", *(["--remove"] if remove else [])]
     )
+
     assert result.exit_code == 0, result.output
     ((name, args, kwargs),) = calls
     assert (name, args[0], args[1], kwargs) == ("destroy", "dev", REPO, {"remove": remove})
+    assert pods.exists() is not remove
+    assert key.exists() is not remove
+    assert other.exists()
+    said = " ".join(result.stdout.split())
+    if remove:
+        assert f"its state in {pods.parent} is deleted" in said
+    else:
+        assert f"kept in {pods.parent}" in said
 
 
 @pytest.mark.parametrize(("answer", "destroyed"), [("n\n", False), ("y\n", True)])
@@ -133,6 +150,8 @@ def test_destroy_at_a_terminal_asks_first(
     monkeypatch.setattr(stack_cli, "_stdin_is_terminal", lambda: True)
     result = runner.invoke(app, ["destroy", "-s", "dev"], input=answer)
     assert "Destroy every resource of stack 'dev'?" in result.output
+    removing = runner.invoke(app, ["destroy", "-s", "dev", "--remove"], input="n\n")
+    assert "its Pulumi stack and its controller state" in removing.output
     assert [c[0] for c in calls] == (["destroy"] if destroyed else [])
     assert result.exit_code == (0 if destroyed else 1)
 

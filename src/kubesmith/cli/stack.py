@@ -17,7 +17,7 @@ from kubesmith.cli.options import Stack
 from kubesmith.errors import UserError
 from kubesmith.program import automation
 from kubesmith.stackfile import load_spec
-from kubesmith.state.paths import project_root
+from kubesmith.state.paths import forget_stack, project_root, stack_dir
 
 
 def register(root: typer.Typer) -> None:
@@ -42,7 +42,12 @@ def _ready(command: str, stack: str) -> None:
 
 
 def confirm_destroy(
-    stack: str, *, yes: bool, interactive: bool, ask: Callable[[str], bool]
+    stack: str,
+    *,
+    yes: bool,
+    interactive: bool,
+    ask: Callable[[str], bool],
+    remove: bool = False,
 ) -> bool:
     """Whether to go ahead: --yes, or a person at a terminal who says so."""
     if yes:
@@ -52,7 +57,12 @@ def confirm_destroy(
             f"refusing to destroy stack {stack!r} without --yes: stdin is not a terminal, "
             "so nobody can confirm"
         )
-    return ask(f"Destroy every resource of stack {stack!r}?")
+    also = (
+        ", its Pulumi stack and its controller state (PKI, SSH key, pod ranges, records)"
+        if remove
+        else ""
+    )
+    return ask(f"Destroy every resource of stack {stack!r}{also}?")
 
 
 def preview(stack: str = Stack) -> None:
@@ -80,17 +90,31 @@ def destroy(
     remove: bool = typer.Option(
         False,
         "--remove",
-        help="Also remove the stack's state from the backend (for throwaway CI stacks); "
+        help="Also remove the stack from the Pulumi backend and its controller state (PKI, "
+        "SSH key, pod ranges, version records), so a new stack of that name starts clean; "
         "Pulumi.STACK.yaml is kept.",
     ),
 ) -> None:
     """Delete every resource of the stack."""
     _ready("destroy", stack)
-    if not confirm_destroy(stack, yes=yes, interactive=_stdin_is_terminal(), ask=typer.confirm):
+    confirmed = confirm_destroy(
+        stack, yes=yes, interactive=_stdin_is_terminal(), ask=typer.confirm, remove=remove
+    )
+    if not confirmed:
         out.print("destroy cancelled; nothing was changed")
         raise typer.Exit(1)
-    automation.destroy(stack, project_root(), _progress, remove=remove)
-    out.print(f"stack {stack} destroyed{' and removed' if remove else ''}")
+    root = project_root()
+    automation.destroy(stack, root, _progress, remove=remove)
+    if remove:
+        removed = forget_stack(stack, root)
+        where = f"; its state in {removed} is deleted" if removed else ""
+        out.print(f"stack {stack} destroyed and removed{where}")
+    else:
+        out.print(
+            f"stack {stack} destroyed; its controller state (PKI, SSH key, pod ranges) is "
+            f"kept in {stack_dir(stack, root)} (destroy --remove deletes it)",
+            highlight=False,
+        )
 
 
 def inventory(stack: str = Stack) -> None:

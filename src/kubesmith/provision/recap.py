@@ -183,9 +183,10 @@ class LineProgress:
                 row.ok += 1
                 if (data.get("res") or {}).get("changed"):
                     row.changed += 1
-            elif kind in ("runner_on_failed", "runner_on_unreachable"):
-                if not data.get("ignore_errors"):
-                    row.failed += 1
+            elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get(
+                "ignore_errors"
+            ):
+                row.failed += 1
 
     def tick(self) -> None:
         """A line for every host that has been quiet for ``quiet_s``."""

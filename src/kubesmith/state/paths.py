@@ -9,6 +9,7 @@ installed kubesmith run from anywhere), ``$XDG_STATE_HOME/kubesmith`` (``~/.loca
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from kubesmith.errors import UserError
@@ -59,4 +60,15 @@ def stack_dir(stack: str, root: Path | None = None) -> Path:
     """Per-stack state: SSH key, known_hosts, PKI, inventories."""
     path = state_dir(root) / "stacks" / stack
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def forget_stack(stack: str, root: Path | None = None) -> Path | None:
+    """Delete the stack's controller-side state (its PKI, SSH key, known_hosts, pod ranges,
+    version and pod-network records, inventories); the directory it was in, or None when
+    there was none. A stack created again under the name starts clean."""
+    path = state_dir(root) / "stacks" / stack
+    if not path.exists():
+        return None
+    shutil.rmtree(path)
     return path
