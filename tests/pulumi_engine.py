@@ -280,18 +280,15 @@ class _Update:
 
     def _change(self, old: StateEntry, inputs: struct_pb2.Struct) -> StateEntry:
         stub, name = self.server.stub, old.name
-        diff = self._call(
-            "diff",
-            name,
-            stub.Diff,
-            provider_pb2.DiffRequest(
-                id=old.id,
-                urn=old.urn,
-                olds=_from_json(old.outputs),
-                news=inputs,
-                old_inputs=_from_json(old.inputs),
-            ),
-        )
+        # Diff and Update get the last outputs as olds, the last inputs beside them.
+        against = {
+            "id": old.id,
+            "urn": old.urn,
+            "olds": _from_json(old.outputs),
+            "news": inputs,
+            "old_inputs": _from_json(old.inputs),
+        }
+        diff = self._call("diff", name, stub.Diff, provider_pb2.DiffRequest(**against))
         unchanged = diff.changes == provider_pb2.DiffResponse.DIFF_NONE or (
             diff.changes == provider_pb2.DiffResponse.DIFF_UNKNOWN
             and _to_json(inputs) == old.inputs
@@ -308,18 +305,7 @@ class _Update:
                 self._delete(old)
             self._step("replace", old.urn, old.type)
             return entry
-        updated = self._call(
-            "update",
-            name,
-            stub.Update,
-            provider_pb2.UpdateRequest(
-                id=old.id,
-                urn=old.urn,
-                olds=_from_json(old.outputs),
-                news=inputs,
-                old_inputs=_from_json(old.inputs),
-            ),
-        )
+        updated = self._call("update", name, stub.Update, provider_pb2.UpdateRequest(**against))
         self._step("update", old.urn, old.type)
         return StateEntry(old.urn, old.type, old.id, _to_json(inputs), _to_json(updated.properties))
 
