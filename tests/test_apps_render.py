@@ -29,6 +29,7 @@ from kubesmith.apps import (
     dump_stream,
     render_app,
 )
+from kubesmith.apps.images import images_of
 from kubesmith.apps.render import render_stack_apps
 from kubesmith.cli import app as cli
 from kubesmith.errors import UserError
@@ -645,3 +646,20 @@ def test_unknown_app_and_environment_are_named(monkeypatch: pytest.MonkeyPatch) 
         "templates/apps/hello: no values-staging.yaml (environments of hello: dev, local, prod)"
         in (result.stderr)
     )
+
+
+def test_images_of_reads_every_container_of_every_pod_once() -> None:
+    def pod(*images: str) -> dict[str, Any]:
+        return {
+            "initContainers": [{"name": "init", "image": images[0]}],
+            "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
+        }
+
+    objects: list[dict[str, Any]] = [
+        {"kind": "ConfigMap", "data": {"image": "not/a-pod:1"}},
+        {"kind": "Deployment", "spec": {"template": {"spec": pod("a:1", "b:1")}}},
+        {"kind": "Pod", "spec": pod("c:1")},
+        {"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": pod("d:1")}}}}},
+        {"kind": "DaemonSet", "spec": {"template": {"spec": pod("a:1")}}},
+    ]
+    assert images_of(objects) == ["a:1", "b:1", "c:1", "d:1"]
