@@ -663,3 +663,18 @@ def test_images_of_reads_every_container_of_every_pod_once() -> None:
         {"kind": "DaemonSet", "spec": {"template": {"spec": pod("a:1")}}},
     ]
     assert images_of(objects) == ["a:1", "b:1", "c:1", "d:1"]
+
+
+def test_two_apps_of_a_stack_cannot_share_a_namespace(tmp_path: Path) -> None:
+    templates = make_project(tmp_path)
+    shutil.copytree(templates / "apps/hello", templates / "apps/hello2")
+    values = {**hello_values(), "namespace": "hello"}
+    (templates / "apps/hello2/values.yaml").write_text(yaml.safe_dump(values))
+    dev = load_spec("dev", REPO)
+    (hello,) = dev.apps
+    spec = dev.model_copy(update={"apps": [hello, hello.model_copy(update={"name": "hello2"})]})
+    with pytest.raises(UserError) as info:
+        render_stack_apps(spec, "dev", templates=templates)
+    assert info.value.lines() == [
+        "Pulumi.dev.yaml: apps hello and hello2 both render Namespace hello"
+    ]
