@@ -75,6 +75,7 @@ def generate(root: Path) -> Path:
         directory.mkdir()
         (directory / "values.schema.json").write_text(json.dumps(schema))
         (directory / "values.yaml").write_text(yaml.safe_dump(_values(index)))
+        shutil.copytree(templates / "apps/hello/files", directory / "files")
         for env, values in _env_values(index).items():
             (directory / f"values-{env}.yaml").write_text(yaml.safe_dump(values))
     return templates

@@ -110,16 +110,29 @@ def server_tarball(binaries: dict[str, bytes], prefix: str = "kubernetes/server/
     return buffer.getvalue()
 
 
-def air_project(root: Path, monkeypatch: pytest.MonkeyPatch, **cluster_settings: Any) -> str:
-    """A project at ``root`` whose one stack, `air`, is the local stack with ``cluster_settings``
-    changed; KUBESMITH_PROJECT points at it. Returns the stack's name."""
+def air_project(
+    root: Path, monkeypatch: pytest.MonkeyPatch, *, stack: str = "air", **cluster_settings: Any
+) -> str:
+    """A project at ``root`` whose one stack (`air`) is the local stack without apps, with
+    ``cluster_settings`` changed; KUBESMITH_PROJECT points at it. Returns the stack's name.
+
+    Apps render for the environment named like the stack: give them (``apps=[...]``) with a
+    stack named like one of theirs (``stack="dev"``)."""
     raw = yaml.safe_load((REPO / "Pulumi.local.yaml").read_text())["config"]["kubesmith:cluster"]
-    raw.update(cluster_settings)
+    raw.update({"apps": [], **cluster_settings})
     root.mkdir(parents=True, exist_ok=True)
     (root / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
-    (root / "Pulumi.air.yaml").write_text(yaml.safe_dump({"config": {"kubesmith:cluster": raw}}))
+    document = yaml.safe_dump({"config": {"kubesmith:cluster": raw}})
+    (root / f"Pulumi.{stack}.yaml").write_text(document)
     monkeypatch.setenv("KUBESMITH_PROJECT", str(root))
-    return "air"
+    return stack
+
+
+def listed_images(output: str) -> dict[str, str]:
+    """The container images `kubesmith artifacts list` names: image -> what needs it."""
+    lines = output.splitlines()
+    rows = lines[lines.index("# container image\tneeded by") + 1 :]
+    return dict(row.split("\t") for row in rows)
 
 
 def closed_port() -> int:

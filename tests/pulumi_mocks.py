@@ -102,6 +102,8 @@ class RecordedResource:
     parent: str
     provider: str | None
     custom: bool
+    #: URNs of the resources it was registered to depend on (depends_on).
+    dependencies: tuple[str, ...] = ()
 
     @property
     def parent_type(self) -> str:
@@ -158,7 +160,8 @@ class KubesmithMocks(pulumi.runtime.Mocks):
         self._serial = itertools.count(1)
         self._lock = threading.Lock()
         self._alloc = _Allocation()
-        #: Set by RecordingMonitor on the registering thread: the parent URN of the resource.
+        #: Set by RecordingMonitor on the registering thread: the parent URN of the resource
+        #: (``urn``) and the URNs it depends on (``dependencies``).
         self.pending_parent = threading.local()
 
     # -- hooks for subclasses --------------------------------------------------------------
@@ -217,6 +220,7 @@ class KubesmithMocks(pulumi.runtime.Mocks):
                     parent=getattr(self.pending_parent, "urn", ""),
                     provider=args.provider or None,
                     custom=bool(args.custom),
+                    dependencies=tuple(getattr(self.pending_parent, "dependencies", ())),
                 )
             )
         return id_, state
@@ -246,9 +250,9 @@ class KubesmithMocks(pulumi.runtime.Mocks):
 
 
 class RecordingMonitor(MockMonitor):
-    """A mock monitor that tells the mocks each registration's parent URN.
+    """A mock monitor that tells the mocks each registration's parent URN and dependencies.
 
-    MockResourceArgs carries no parent; the monitor sees it on the request.
+    MockResourceArgs carries neither; the monitor sees them on the request.
     """
 
     def __init__(self, mocks: KubesmithMocks) -> None:
@@ -256,11 +260,12 @@ class RecordingMonitor(MockMonitor):
         self._recorder = mocks
 
     def RegisterResource(self, request: Any) -> Any:
-        self._recorder.pending_parent.urn = request.parent
+        pending = self._recorder.pending_parent
+        pending.urn, pending.dependencies = request.parent, tuple(request.dependencies)
         try:
             return super().RegisterResource(request)
         finally:
-            self._recorder.pending_parent.urn = ""
+            pending.urn, pending.dependencies = "", ()
 
 
 class _ListHandler(logging.Handler):

@@ -105,7 +105,7 @@ def test_one_resource_per_object_of_every_app_with_the_manifest_as_inputs() -> N
     for obj in expected:
         resource = recorded[(type_token(obj["apiVersion"], obj["kind"]), resource_name(obj))]
         assert as_ints(resource.inputs) == obj
-    deployment = recorded[("kubernetes:apps/v1:Deployment", "default/hello")]
+    deployment = recorded[("kubernetes:apps/v1:Deployment", "hello/hello")]
     assert as_ints(deployment.inputs["spec"]["replicas"]) == 3
 
 
@@ -131,6 +131,29 @@ def test_objects_are_grouped_per_app_under_the_component() -> None:
     assert {r.parent_type for r in objects_of(run.resources)} == {"kubesmith:apps:App"}
 
 
+def depends_on(resource: RecordedResource) -> set[str]:
+    """Names of the resources ``resource`` was registered to wait for (URNs end in the name)."""
+    return {urn.rsplit("::", 1)[-1] for urn in resource.dependencies}
+
+
+def test_the_namespace_comes_first_and_everything_in_it_waits_for_it() -> None:
+    secrets = {"kubesmith:appSecrets": {"hello": {"API_TOKEN": "x"}}}
+    run = run_program("prod", prod_config({"secretEnv": ["API_TOKEN"]}, **secrets),
+                      program=apps_program())  # fmt: skip
+    objects = objects_of(run.resources)
+    namespace = objects[0]  # registered first
+    assert (namespace.type, namespace.name) == ("kubernetes:core/v1:Namespace", "hello")
+    labels = namespace.inputs["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert not namespace.dependencies
+    for other in objects[1:]:
+        assert other.name.startswith("hello/"), other.name
+        assert "hello" in depends_on(other), other.name
+    # The Deployment also waits for what its pods read: the script and the Secret.
+    (deployment,) = [r for r in objects if r.type == "kubernetes:apps/v1:Deployment"]
+    assert depends_on(deployment) == {"hello", "hello/hello-files", "hello/hello-secrets"}
+
+
 def test_secret_values_come_from_the_stack_config_secret_and_stay_secret() -> None:
     config = prod_config(
         {"secretEnv": ["API_TOKEN"]},
@@ -138,7 +161,7 @@ def test_secret_values_come_from_the_stack_config_secret_and_stay_secret() -> No
     )
     run = run_program("prod", config, program=apps_program())
     (secret,) = [r for r in objects_of(run.resources) if r.type == "kubernetes:core/v1:Secret"]
-    assert secret.name == "default/hello-secrets"
+    assert secret.name == "hello/hello-secrets"
     assert unwrap_secret(secret.inputs["stringData"]) == {"API_TOKEN": "t0p-s3cret"}
     for other in objects_of(run.resources):
         if other is not secret:

@@ -29,11 +29,16 @@ from kubesmith.apps import (
     dump_stream,
     render_app,
 )
+from kubesmith.apps.images import images_of
+from kubesmith.apps.render import render_stack_apps
 from kubesmith.cli import app as cli
 from kubesmith.errors import UserError
+from kubesmith.stackfile import load_spec
 from tests.conftest import REPO
 
 ENVS = ("local", "dev", "prod")
+#: Every stack kubesmith ships (Pulumi.<stack>.yaml); each deploys hello.
+STACKS = ENVS
 TEMPLATES = REPO / "templates"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "hello"
 LIBRARY = sorted(p.name for p in TEMPLATES.glob("*.yaml.j2") if not p.name.startswith("_"))
@@ -87,7 +92,9 @@ def hello_schema() -> dict[str, Any]:
 
 
 def hello_values() -> dict[str, Any]:
-    return dict(yaml.safe_load((TEMPLATES / "apps/hello/values.yaml").read_text()))
+    """hello's values.yaml with the image versions.yaml pins for it: a copy to start an app."""
+    values = yaml.safe_load((TEMPLATES / "apps/hello/values.yaml").read_text())
+    return {"image": versions.app_image("hello"), **values}
 
 
 # --- hello --------------------------------------------------------------------------------
@@ -107,7 +114,7 @@ def test_hello_matches_its_golden_file(env: str) -> None:
 @pytest.mark.parametrize("env", ["local", "dev"])
 def test_hello_is_a_nodeport_service_outside_prod(env: str) -> None:
     objects = by_kind(render_app("hello", env, templates=TEMPLATES))
-    assert set(objects) == {"Deployment", "Service"}
+    assert set(objects) == {"Namespace", "ConfigMap", "Deployment", "Service"}
     service, deployment = objects["Service"], objects["Deployment"]
     assert service["spec"]["type"] == "NodePort"
     (port,) = service["spec"]["ports"]
@@ -122,7 +129,14 @@ def test_hello_is_a_nodeport_service_outside_prod(env: str) -> None:
 
 def test_hello_in_prod_has_an_ingress_three_replicas_and_a_disruption_budget() -> None:
     objects = by_kind(render_app("hello", "prod", templates=TEMPLATES))
-    assert set(objects) == {"Deployment", "Service", "Ingress", "PodDisruptionBudget"}
+    assert set(objects) == {
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Ingress",
+        "PodDisruptionBudget",
+    }
     deployment = objects["Deployment"]
     assert deployment["spec"]["replicas"] == 3
     assert objects["Service"]["spec"]["type"] == "ClusterIP"
@@ -136,6 +150,86 @@ def test_hello_in_prod_has_an_ingress_three_replicas_and_a_disruption_budget() -
     assert pdb["minAvailable"] == 2
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_shipped_stack_runs_hello_on_the_node_image_pinned_by_digest(stack: str) -> None:
+    """No image to build: the official Node.js image, by the digest versions.yaml pins."""
+    objects = render_stack_apps(load_spec(stack, REPO), stack, templates=TEMPLATES)["hello"]
+    main = container(by_kind(objects)["Deployment"])
+    pinned = versions.app_image("hello")
+    assert pinned is not None
+    assert main["image"] == pinned
+    name, digest = pinned.split("@")
+    assert re.fullmatch(r"docker\.io/library/node:\d+\.\d+\.\d+-slim", name)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
+    assert main["command"] == ["node", "/app/hello.js"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_hello_lives_in_its_own_restricted_namespace_created_first(env: str) -> None:
+    objects = render_app("hello", env, templates=TEMPLATES)
+    namespace, *others = objects
+    assert namespace["kind"] == "Namespace"
+    assert namespace["metadata"]["name"] == "hello"
+    assert "namespace" not in namespace["metadata"]
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    assert {o["metadata"]["namespace"] for o in others} == {"hello"}
+
+
+def test_the_namespace_value_names_the_apps_namespace() -> None:
+    objects = render_app("hello", "dev", {"namespace": "web"}, templates=TEMPLATES)
+    assert objects[0]["metadata"]["name"] == "web"
+    assert {o["metadata"].get("namespace") for o in objects[1:]} == {"web"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_hello_runs_its_script_from_a_configmap_mounted_read_only(env: str) -> None:
+    objects = by_kind(render_app("hello", env, templates=TEMPLATES))
+    script = (TEMPLATES / "apps/hello/files/hello.js").read_text()
+    config_map = objects["ConfigMap"]
+    assert config_map["metadata"]["name"] == "hello-files"
+    assert config_map["data"] == {"hello.js": script}
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    assert {"name": "files", "configMap": {"name": "hello-files"}} in pod["volumes"]
+    main = container(objects["Deployment"])
+    assert {"name": "files", "mountPath": "/app", "readOnly": True} in main["volumeMounts"]
+    assert main["command"] == ["node", "/app/hello.js"]
+    # The script listens where the Service, the probes and the port name point.
+    (port,) = main["ports"]
+    assert re.search(rf"^const PORT = {port['containerPort']};$", script, re.MULTILINE)
+
+
+def test_changing_the_script_rolls_the_pods(tmp_path: Path) -> None:
+    templates = make_project(tmp_path)
+
+    def pod_of() -> dict[str, Any]:
+        objects = render_app("hello", "dev", templates=templates)
+        return dict(by_kind(objects)["Deployment"]["spec"]["template"])
+
+    before = pod_of()
+    script = templates / "apps/hello/files/hello.js"
+    script.write_text(script.read_text().replace("Hello World!", "Hello again!"))
+    after = pod_of()
+    key = "kubesmith.io/files-checksum"
+    assert before["metadata"]["annotations"][key] != after["metadata"]["annotations"][key]
+    # Nothing else about the pods changed: only the checksum rolls them.
+    del before["metadata"]["annotations"][key], after["metadata"]["annotations"][key]
+    assert before == after
+
+
+def test_mounted_files_must_exist_and_be_configmap_keys(tmp_path: Path) -> None:
+    templates = make_project(tmp_path)
+    files = templates / "apps/hello/files"
+    (files / "hello.js").rename(files / "hello world.js")
+    with pytest.raises(UserError, match=r"files/hello world\.js: not a ConfigMap key"):
+        render_app("hello", "dev", templates=templates)
+    shutil.rmtree(files)
+    expected = r"^templates/apps/hello/files: no files, but the values of hello mount them"
+    with pytest.raises(UserError, match=expected):
+        render_app("hello", "dev", templates=templates)
+
+
 @pytest.mark.parametrize("version", versions.kubernetes_versions())
 @pytest.mark.parametrize("env", ENVS)
 def test_hello_validates_for_every_pinned_kubernetes_version(env: str, version: str) -> None:
@@ -147,7 +241,11 @@ def test_hello_pods_run_locked_down(env: str) -> None:
     deployment = by_kind(render_app("hello", env, templates=TEMPLATES))["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] > 0
+    # The official Node.js images' "node" user.
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (
+        1000,
+        1000,
+    )
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     main = container(deployment)
@@ -160,10 +258,15 @@ def test_hello_pods_run_locked_down(env: str) -> None:
     assert "memory" in main["resources"]["limits"]
     assert main["readinessProbe"]["httpGet"]["port"] == "http"
     assert main["livenessProbe"]["httpGet"]["port"] == "http"
-    # The read-only root works because /tmp is an emptyDir.
-    (mount,) = main["volumeMounts"]
-    assert mount["mountPath"] == "/tmp"
-    assert {"name": mount["name"], "emptyDir": {}} in pod["volumes"]
+    # The read-only root works because /tmp is an emptyDir; the script is mounted read-only.
+    mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
+    assert set(mounts) == {"/tmp", "/app"}
+    assert {"name": mounts["/tmp"]["name"], "emptyDir": {}} in pod["volumes"]
+    assert mounts["/app"]["readOnly"] is True
+    # Only volume types Pod Security "restricted" allows.
+    assert all(set(v) - {"name"} <= {"configMap", "emptyDir"} for v in pod["volumes"])
+    assert "hostNetwork" not in pod
+    assert "hostPID" not in pod
     strategy = deployment["spec"]["strategy"]
     assert strategy["type"] == "RollingUpdate"
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
@@ -176,15 +279,14 @@ def test_every_object_carries_the_standard_labels_and_selectors_stay_stable() ->
         assert set(labels) >= STANDARD_LABELS, obj["kind"]
         assert labels["app.kubernetes.io/managed-by"] == "kubesmith"
         assert labels["app.kubernetes.io/instance"] == "hello-prod"
-        assert obj["metadata"]["namespace"] == "default"
     deployment = by_kind(objects)["Deployment"]
     assert set(deployment["spec"]["template"]["metadata"]["labels"]) >= STANDARD_LABELS
-    assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == "1.0.0"
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == "24.19.0-slim"
 
     # A new image changes the version label, never the (immutable) selector.
     bumped = by_kind(
         render_app(
-            "hello", "prod", {"image": "localhost/kubesmith/hello-node:2.1"}, templates=TEMPLATES
+            "hello", "prod", {"image": "registry.example/team/hello:2.1"}, templates=TEMPLATES
         )
     )["Deployment"]
     assert bumped["metadata"]["labels"]["app.kubernetes.io/version"] == "2.1"
@@ -213,12 +315,15 @@ def _kind_of(template: str) -> str:
 
 @pytest.fixture(scope="module")
 def showcase(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two apps that switch on every section of the library between them, in all envs."""
+    """Two apps that switch on every section of the library between them, in all envs
+    (the agent mounts its files/, the web app does not)."""
     templates = make_project(tmp_path_factory.mktemp("showcase"))
     schema = hello_schema()
     schema["properties"]["workload"] = {"$ref": "../../_definitions.schema.json#/$defs/workload"}
+    schema["required"].remove("files")
     everything = {
-        **hello_values(),
+        **{k: v for k, v in hello_values().items() if k != "files"},
+        "image": "registry.example/team/showcase:1.0",
         "command": ["node"],
         "args": ["server.js"],
         "env": {"LOG_LEVEL": "info"},
@@ -246,13 +351,16 @@ def showcase(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
         "prod": {"replicas": 3},
     }
+    mounts = {"web": {}, "agent": {"files": {"mountPath": "/srv"}}}
     for name, workload in (("web", "Deployment"), ("agent", "DaemonSet")):
         files: dict[str, Any] = {
             "values.schema.json": schema,
-            "values.yaml": {**everything, "workload": workload},
+            "values.yaml": {**everything, **mounts[name], "workload": workload},
         }
         files.update({f"values-{env}.yaml": values for env, values in per_env.items()})
         add_app(templates, name, files)
+    (templates / "apps/agent/files").mkdir()
+    (templates / "apps/agent/files/server.js").write_text("console.log('agent');\n")
     return templates
 
 
@@ -318,9 +426,9 @@ def test_null_removes_a_section_lists_replace_and_mappings_merge() -> None:
         "resources": {"limits": {"memory": "256Mi"}},
     }
     objects = by_kind(render_app("hello", "prod", overrides, templates=TEMPLATES))
-    assert set(objects) == {"Deployment", "Service"}
+    assert set(objects) == {"Namespace", "ConfigMap", "Deployment", "Service"}
     main = container(objects["Deployment"])
-    assert [m["mountPath"] for m in main["volumeMounts"]] == ["/var/cache/app"]
+    assert [m["mountPath"] for m in main["volumeMounts"]] == ["/app", "/var/cache/app"]
     # values-prod.yaml's requests survive; only the limit changed.
     assert main["resources"] == {
         "requests": {"cpu": "100m", "memory": "96Mi"},
@@ -457,6 +565,7 @@ def broken_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             "values.schema.json": hello_schema(),
         },
     )
+    shutil.copytree(templates / "apps/hello/files", templates / "apps/broken/files")
     monkeypatch.setenv("KUBESMITH_PROJECT", str(tmp_path))
     return templates
 
@@ -537,3 +646,35 @@ def test_unknown_app_and_environment_are_named(monkeypatch: pytest.MonkeyPatch) 
         "templates/apps/hello: no values-staging.yaml (environments of hello: dev, local, prod)"
         in (result.stderr)
     )
+
+
+def test_images_of_reads_every_container_of_every_pod_once() -> None:
+    def pod(*images: str) -> dict[str, Any]:
+        return {
+            "initContainers": [{"name": "init", "image": images[0]}],
+            "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
+        }
+
+    objects: list[dict[str, Any]] = [
+        {"kind": "ConfigMap", "data": {"image": "not/a-pod:1"}},
+        {"kind": "Deployment", "spec": {"template": {"spec": pod("a:1", "b:1")}}},
+        {"kind": "Pod", "spec": pod("c:1")},
+        {"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": pod("d:1")}}}}},
+        {"kind": "DaemonSet", "spec": {"template": {"spec": pod("a:1")}}},
+    ]
+    assert images_of(objects) == ["a:1", "b:1", "c:1", "d:1"]
+
+
+def test_two_apps_of_a_stack_cannot_share_a_namespace(tmp_path: Path) -> None:
+    templates = make_project(tmp_path)
+    shutil.copytree(templates / "apps/hello", templates / "apps/hello2")
+    values = {**hello_values(), "namespace": "hello"}
+    (templates / "apps/hello2/values.yaml").write_text(yaml.safe_dump(values))
+    dev = load_spec("dev", REPO)
+    (hello,) = dev.apps
+    spec = dev.model_copy(update={"apps": [hello, hello.model_copy(update={"name": "hello2"})]})
+    with pytest.raises(UserError) as info:
+        render_stack_apps(spec, "dev", templates=templates)
+    assert info.value.lines() == [
+        "Pulumi.dev.yaml: apps hello and hello2 both render Namespace hello"
+    ]

@@ -182,3 +182,13 @@ def test_bad_artifact_settings_name_the_key(artifacts: dict[str, object], messag
     with pytest.raises(ConfigError) as caught:
         parse_cluster(_cluster(**artifacts))
     assert message in str(caught.value)
+
+
+def test_app_images_are_pinned_by_tag_and_digest_apart_from_the_cluster_images() -> None:
+    hello = versions.app_image("hello")
+    assert hello is not None
+    assert re.fullmatch(r"[a-z0-9./-]+:[\w.-]+@sha256:[0-9a-f]{64}", hello)
+    assert versions.app_image("no-such-app") is None
+    # `apps` holds images by app, not one image the cluster pulls.
+    with pytest.raises(KeyError, match="pins no image 'apps'"):
+        versions.image("apps")

@@ -29,11 +29,13 @@ from kubesmith.state import records
 from tests.clusterlab import (
     LocalFiles,
     air_project,
+    listed_images,
     local_spec,
     serve,
     server_tarball,
     write_inventory,
 )
+from tests.conftest import REPO
 
 runner = CliRunner()
 BINARIES = {
@@ -304,7 +306,55 @@ def test_artifacts_list_names_urls_checksums_and_what_comes_from_elsewhere(
         assert f"sha256:{versions.component('etcd').sha256[arch]}" in result.output
     # Everything else comes from the site's apt mirror and registry: named, not fetched.
     assert "containerd: containerd" in result.output
-    assert versions.image("coredns") in result.output
+    assert listed_images(result.output)[versions.image("coredns")] == "coredns"
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "prod"])
+def test_artifacts_list_names_every_image_a_shipped_stack_pulls_with_what_needs_it(
+    stack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBESMITH_PROJECT", str(REPO))
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack])
+    assert result.exit_code == 0, result.output
+    cluster = {versions.image(name): name for name in ("sandbox", "coredns", "smoke")}
+    assert listed_images(result.output) == {**cluster, versions.app_image("hello"): "app hello"}
+
+
+def test_artifacts_list_names_an_apps_images_as_the_stack_renders_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack's apps[].values choose the image: the listed one is what the nodes will pull."""
+    own = "registry.example:5000/team/hello:2.0"
+    stack = air_project(
+        tmp_path / "p", monkeypatch, stack="dev", apps=[{"name": "hello", "values": {"image": own}}]
+    )
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack])
+    assert result.exit_code == 0, result.output
+    images = listed_images(result.output)
+    assert images[own] == "app hello"
+    assert versions.app_image("hello") not in images
+    # An image the cluster pulls anyway is listed once, with everything that needs it.
+    stack = air_project(
+        tmp_path / "q",
+        monkeypatch,
+        stack="dev",
+        apps=[{"name": "hello", "values": {"image": versions.image("smoke")}}],
+    )
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack])
+    assert result.exit_code == 0, result.output
+    assert listed_images(result.output)[versions.image("smoke")] == "smoke, app hello"
+
+
+def test_artifacts_list_stops_on_an_app_that_does_not_render(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = air_project(tmp_path / "p", monkeypatch, apps=[{"name": "hello"}])
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack])
+    assert result.exit_code == 2
+    assert result.stdout == ""  # nothing listed when the list would be incomplete
+    assert result.stderr.strip() == (
+        "error: templates/apps/hello: no values-air.yaml (environments of hello: dev, local, prod)"
+    )
 
 
 def test_commands_refuse_a_version_whose_server_tarball_is_not_pinned(
@@ -383,9 +433,10 @@ def test_artifacts_source_override_lists_every_release_file(
     stack = air_project(tmp_path / "p", monkeypatch)
     plain = runner.invoke(app, ["artifacts", "list", "-s", stack])
     released = runner.invoke(app, ["artifacts", "list", "-s", stack, "--source", "release"])
+    # The release files: tab-separated rows between the header and the images' header.
+    tables = [r.output.split("# container image\tneeded by")[0] for r in (plain, released)]
     names = [
-        [line.split("\t")[0] for line in r.output.splitlines() if "\t" in line][1:]
-        for r in (plain, released)
+        [line.split("\t")[0] for line in table.splitlines() if "\t" in line][1:] for table in tables
     ]
     assert names[0] == ["kubernetes-server"]
     assert names[1] == [*versions.components(), "kubernetes-server"]

@@ -33,7 +33,7 @@ from kubesmith.provision.target import Target, for_inventory
 from kubesmith.provision.variables import cluster_variables
 from kubesmith.state import records
 from kubesmith.state.podcidr import ALLOCATIONS_FILE
-from tests.clusterlab import air_project, local_spec, write_inventory
+from tests.clusterlab import air_project, listed_images, local_spec, write_inventory
 from tests.conftest import REPO
 
 ROLES = REPO / "playbooks" / "roles"
@@ -502,9 +502,8 @@ def test_artifacts_list_names_the_flannel_images_when_flannel_is_chosen(
     stack = air_project(tmp_path, monkeypatch, cni={"plugin": plugin})
     result = CliRunner().invoke(app, ["artifacts", "list", "-s", stack], terminal_width=400)
     assert result.exit_code == 0, result.output
-    (line,) = [x for x in result.output.splitlines() if x.startswith("container images:")]
-    images = line.split(": ", 1)[1].split()
-    assert versions.image("coredns") in images
+    images = listed_images(result.output)
+    assert images[versions.image("coredns")] == "coredns"
     flannel_images = {versions.image("flannel"), versions.image("flannel_cni_plugin")}
     # A bridge cluster pulls neither: listing them would send a site after images it never uses.
     assert flannel_images & set(images) == (flannel_images if plugin == "flannel" else set())

@@ -174,10 +174,16 @@ def kubernetes_release(version: str) -> KubernetesRelease:
 
 def image(name: str) -> str:
     """A container image pinned under `images:` (sandbox, coredns, smoke, flannel...)."""
-    images = load()["images"]
+    images = {key: value for key, value in load()["images"].items() if isinstance(value, str)}
     if name not in images:
         raise KeyError(f"versions.yaml pins no image {name!r} (images: {', '.join(images)})")
     return str(images[name])
+
+
+def app_image(app: str) -> str | None:
+    """The image pinned for a shipped app (`images.apps.<app>`), None when there is none."""
+    found = (load()["images"].get("apps") or {}).get(app)
+    return None if found is None else str(found)
 
 
 def minor_of(version: str) -> tuple[int, int]:

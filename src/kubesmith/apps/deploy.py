@@ -9,8 +9,10 @@ the type pulumi-kubernetes uses for that kind (``kubernetes:apps/v1:Deployment``
     AppsDeployment "apps"
     ├── pulumi:providers:kubernetes "apps-kubernetes"
     └── App "hello"                                   (one per app)
-        ├── kubernetes:core/v1:Service "default/hello"
-        └── kubernetes:apps/v1:Deployment "default/hello"
+        ├── kubernetes:core/v1:Namespace "hello"      (first: the rest depend on it)
+        ├── kubernetes:core/v1:ConfigMap "hello/hello-files"
+        ├── kubernetes:core/v1:Service "hello/hello"
+        └── kubernetes:apps/v1:Deployment "hello/hello"
 
 Secret values never pass through templates or values files: Secrets are rendered with
 placeholders and their ``stringData`` is replaced by Pulumi secrets taken from
@@ -167,20 +169,29 @@ class App(pulumi.ComponentResource):
         super().__init__("kubesmith:apps:App", name, None, opts)
         self.objects: dict[str, KubernetesObject] = {}
         inputs: list[pulumi.Resource] = []
+        # Objects come in apply order, so the app's Namespace is registered before the
+        # objects in it; they wait for it, as workloads wait for what their pods read.
+        namespaces: dict[str, pulumi.Resource] = {}
         for obj in objects:
             manifest: dict[str, Any] = dict(obj)
             options = pulumi.ResourceOptions(parent=self, provider=provider)
             if obj["kind"] == "Secret":
                 manifest = _with_secret_values(obj, secrets)
                 options = pulumi.ResourceOptions.merge(options, _SECRET_OUTPUTS)
-            if obj["kind"] in _WORKLOADS and inputs:
+            depends_on = list(inputs) if obj["kind"] in _WORKLOADS else []
+            namespace = obj["metadata"].get("namespace")
+            if namespace in namespaces:
+                depends_on.insert(0, namespaces[namespace])
+            if depends_on:
                 options = pulumi.ResourceOptions.merge(
-                    options, pulumi.ResourceOptions(depends_on=list(inputs))
+                    options, pulumi.ResourceOptions(depends_on=depends_on)
                 )
             resource = KubernetesObject(resource_name(obj), manifest, options)
             self.objects[f"{obj['kind']}/{resource_name(obj)}"] = resource
             if obj["kind"] in _WORKLOAD_INPUTS:
                 inputs.append(resource)
+            if obj["kind"] == "Namespace":
+                namespaces[obj["metadata"]["name"]] = resource
         self.register_outputs({"objects": sorted(self.objects)})
 
 

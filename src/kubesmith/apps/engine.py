@@ -6,10 +6,11 @@ object must carry (the ``app.kubernetes.io/*`` labels, the namespace), orders th
 applying, and ``kubesmith.apps.output`` serialises them. A template that renders only
 whitespace and comments (its guard is false) yields no object.
 
-Templates see three names:
+Templates see four names:
   ``values``   the merged, schema-checked values;
   ``app``      name, env, instance, namespace and selectorLabels of this bundle;
-  ``secrets``  secret values by key (redacted placeholders unless real values were given).
+  ``secrets``  secret values by key (redacted placeholders unless real values were given);
+  ``files``    the text of the bundle's files by name (an app's files/ directory), or empty.
 
 Jinja runs with StrictUndefined: a template that reads a value nobody set fails with its file
 and line instead of rendering an empty string.
@@ -241,12 +242,14 @@ def render_bundle(
     values: Mapping[str, Any],
     templates_dir: Path,
     secrets: Mapping[str, str] | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Render every template of ``bundle``; objects in apply order, labelled, namespaced."""
     secret_values = SecretValues(bundle.name, secrets)
     context = {
         "values": values,
         "secrets": secret_values,
+        "files": dict(files or {}),
         "app": {
             "name": bundle.name,
             "env": bundle.env,

@@ -7,16 +7,20 @@ Layout under the project's ``templates/`` directory::
     templates/_definitions.schema.json  value shapes app schemas refer to
     templates/apps/<app>/               values.yaml, values-<env>.yaml, values.schema.json,
                                         and optionally the app's own *.yaml.j2 templates
+    templates/apps/<app>/files/         optional: files the app mounts (values.files), as the
+                                        ConfigMap <app>-files
     templates/addons/<addon>/           values.yaml, values.schema.json and the add-on's
                                         templates (add-ons do not use the library)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kubesmith import versions
 from kubesmith.apps.engine import Bundle, render_bundle, templates_in
 from kubesmith.apps.kubeschema import check_objects
 from kubesmith.apps.values import (
@@ -35,6 +39,8 @@ ADDONS = "addons"
 #: Namespace of add-on objects (cluster components, as kubeadm places them), unless the
 #: add-on's values name its own (flannel: kube-flannel).
 ADDON_NAMESPACE = "kube-system"
+#: What a ConfigMap key may be, and so the name of a file under templates/apps/<app>/files/.
+_CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 def templates_dir(root: Path | None = None) -> Path:
@@ -88,17 +94,43 @@ def app_values(
             f"{display_path(directory, templates.parent)}: no values-{env}.yaml "
             f"(environments of {app}: {known})"
         )
-    layers = [
-        _file_layer(directory / "values.yaml", templates),
-        _file_layer(env_file, templates),
-    ]
+    defaults = _file_layer(directory / "values.yaml", templates)
+    layers = [defaults, _file_layer(env_file, templates)]
+    pinned = versions.app_image(app)
+    if pinned is not None:
+        layers.insert(0, ValuesLayer(f"versions.yaml (images.apps.{app})", {"image": pinned}))
     if overrides is not None:
         layers.append(
             overrides
             if isinstance(overrides, ValuesLayer)
             else ValuesLayer("overrides", dict(overrides))
         )
-    return validated_values(layers, directory / "values.schema.json", templates)
+    return validated_values(
+        layers, directory / "values.schema.json", templates, required_from=defaults
+    )
+
+
+def app_files(app: str, values: Mapping[str, Any], templates: Path) -> dict[str, str]:
+    """The text of every file in templates/apps/<app>/files/ when the values mount them
+    (``files``), by file name; what the ConfigMap <app>-files holds."""
+    if "files" not in values:
+        return {}
+    directory = templates / APPS / app / "files"
+    where = display_path(directory, templates.parent)
+    paths = sorted(p for p in directory.glob("*") if p.is_file())
+    if not paths:
+        raise UserError(f"{where}: no files, but the values of {app} mount them (files)")
+    files = {}
+    for path in paths:
+        if not _CONFIGMAP_KEY.fullmatch(path.name):
+            raise UserError(
+                f"{where}/{path.name}: not a ConfigMap key (letters, digits, '-', '_', '.')"
+            )
+        try:
+            files[path.name] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{where}/{path.name}: not UTF-8 text") from None
+    return files
 
 
 def render_app(
@@ -122,11 +154,11 @@ def render_app(
         name=app,
         env=env,
         templates=templates_in(templates, templates) + templates_in(templates, directory),
-        namespace=str(values.get("namespace", "default")),
+        namespace=str(values.get("namespace", app)),
         instance=f"{app}-{env}",
         part_of=str(values.get("partOf", app)),
     )
-    return render_bundle(bundle, values, templates, secrets)
+    return render_bundle(bundle, values, templates, secrets, app_files(app, values, templates))
 
 
 def stack_values(spec: ClusterSpec, stack: str, app: str) -> ValuesLayer:

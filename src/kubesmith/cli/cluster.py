@@ -16,6 +16,8 @@ from pathlib import Path
 import typer
 
 from kubesmith import versions
+from kubesmith.apps.images import images_of
+from kubesmith.apps.render import render_stack_apps
 from kubesmith.cli.console import err, out
 from kubesmith.cli.options import OptionalStack, Stack
 from kubesmith.downloads import airgap
@@ -91,9 +93,12 @@ def _size(size: int | None) -> str:
 def list_command(
     stack: str = Stack, arch: list[str] = ArchOption, source: str | None = SourceOverride
 ) -> None:
-    """Every release file STACK downloads, with its pinned checksum, and what else it needs."""
+    """Every release file STACK downloads, with its pinned checksum, and what else it needs:
+    Debian packages, and every container image (the cluster's and its apps') with what needs it."""
     spec = _spec(stack, source)
     downloads = airgap.stack_downloads(spec, targets.artifact_cache_dir(), _arches(arch))
+    # Apps as `pulumi up` deploys them: rendered for the stack, with its apps[].values.
+    app_images = {app: images_of(o) for app, o in render_stack_apps(spec, stack).items()}
     # One artifact per line, fields tab-separated: easy to read, grep and feed to a script.
     typer.echo("# artifact\tversion\tarch\turl\tchecksum\tsize (bytes, verified copy)")
     for d in downloads:
@@ -104,7 +109,9 @@ def list_command(
     if packages:
         listed = "; ".join(f"{name}: {' '.join(p)}" for name, p in packages.items())
         out.print(f"Debian packages (from the nodes' apt sources): {listed}")
-    out.print(f"container images: {' '.join(airgap.images(spec).values())}")
+    typer.echo("# container image\tneeded by")
+    for image, needs in airgap.needed_images(spec, app_images).items():
+        typer.echo(f"{image}\t{', '.join(needs)}")
 
 
 @artifacts_app.command("fetch")

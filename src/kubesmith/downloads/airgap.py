@@ -11,7 +11,7 @@ and registry; `list` names them so nothing is forgotten.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kubesmith import versions
@@ -61,6 +61,21 @@ def distro_packages(spec: ClusterSpec) -> dict[str, tuple[str, ...]]:
 def images(spec: ClusterSpec) -> dict[str, str]:
     names = IMAGES + (FLANNEL_IMAGES if spec.cni.plugin == "flannel" else ())
     return {name: versions.image(name) for name in names}
+
+
+def needed_images(
+    spec: ClusterSpec, app_images: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """Every image the stack's nodes pull -> what needs it: the cluster's images by their
+    versions.yaml name, then each app's (``app_images``: app -> its images as rendered for
+    the stack) as ``app <name>``."""
+    needs: dict[str, list[str]] = {}
+    for name, image in images(spec).items():
+        needs.setdefault(image, []).append(name)
+    for app, app_list in app_images.items():
+        for image in app_list:
+            needs.setdefault(image, []).append(f"app {app}")
+    return needs
 
 
 def verified_size(download: Download) -> int | None:
