@@ -1,4 +1,4 @@
-"""The Pulumi CLI and provider plugins kubesmith installs.
+"""The Pulumi CLI and provider plugins kubesmith installs, and the choice of CLI.
 
 Real tarballs over real HTTP on 127.0.0.1; their sha256 is computed here and pinned in a copy
 of versions.yaml. The tarballs hold small shell scripts in Pulumi's layout, not Pulumi, and
@@ -28,6 +28,7 @@ from kubesmith.cli.console import download_progress
 from kubesmith.downloads import pulumi as tools
 from kubesmith.downloads.download import fetch
 from kubesmith.errors import KubesmithError, ToolMissingError
+from kubesmith.program import automation
 from tests.clusterlab import LocalFiles, serve
 from tests.pulumi_tools import cli_files, offline_pulumi_urls, serve_pulumi, tarball
 
@@ -203,6 +204,59 @@ def test_plugins_land_where_pulumi_looks_for_them(
 def test_pulumi_home_defaults_to_dot_pulumi() -> None:
     assert tools.pulumi_home({}) == Path.home() / ".pulumi"
     assert tools.pulumi_home({"PULUMI_HOME": "/srv/pulumi"}) == Path("/srv/pulumi")
+
+
+# -- which CLI runs ---------------------------------------------------------------------------
+
+
+def put_on_path(monkeypatch: pytest.MonkeyPatch, directory: Path, version: str) -> Path:
+    """A `pulumi` on PATH that only prints ``version`` (all the Automation API asks of it)."""
+    directory.mkdir(parents=True)
+    script = directory / "pulumi"
+    script.write_text(f"#!/bin/sh\necho v{version}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}:/usr/bin:/bin")
+    return script
+
+
+def test_a_supported_pulumi_on_path_is_used_and_nothing_is_downloaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    put_on_path(monkeypatch, tmp_path / "bin", "3.300.0")
+    offline_pulumi_urls(monkeypatch)  # any download would fail this test
+    said: list[str] = []
+    command = automation.pulumi_command(tmp_path, None, said.append, plugins=False)
+    assert command.command == "pulumi"
+    assert str(command.version) == "3.300.0"
+    assert said == []
+
+
+@pytest.mark.parametrize("version", ["3.0.0", "4.0.0"])
+def test_an_unsupported_pulumi_on_path_gives_way_to_kubesmith_s(
+    files: LocalFiles, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str
+) -> None:
+    script = put_on_path(monkeypatch, tmp_path / "bin", version)
+    serve_pulumi(files, monkeypatch)
+    said: list[str] = []
+    command = automation.pulumi_command(tmp_path, files.url, said.append, plugins=False)
+    pinned = versions.pulumi_cli().version
+    root = tools.cli_root(automation.state_dir(tmp_path), pinned)
+    assert command.command == str(root / "bin" / "pulumi")
+    assert str(command.version) == pinned
+    (line,) = said
+    assert line.startswith(f"not using {script}: ")
+
+
+def test_without_pulumi_on_path_the_plugins_and_the_cli_are_installed(
+    files: LocalFiles, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(automation.shutil, "which", lambda _name: None)
+    serve_pulumi(files, monkeypatch)
+    command = automation.pulumi_command(tmp_path, files.url, print)
+    assert command.command.endswith("/bin/pulumi")
+    home = tools.pulumi_home()
+    for plugin in versions.pulumi_plugins().values():
+        assert tools.plugin_installed(tools.plugin_dir(home, plugin))
 
 
 # -- progress ---------------------------------------------------------------------------------
