@@ -1,7 +1,9 @@
 """`kubesmith preview|up|destroy|inventory` and the Automation API glue behind them.
 
-No Pulumi CLI exists on the development machines: the missing-CLI path runs for real; the
-Automation API is replaced by recorders only to check what kubesmith asks of it.
+No Pulumi CLI exists on the development machines: getting one (kubesmith.downloads.pulumi) is
+tested in tests/test_pulumi_tools.py; here the offline path runs for real (against a closed
+loopback port) and the Automation API is replaced by recorders only to check what kubesmith
+asks of it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from kubesmith.program import automation
 from kubesmith.state import sshkeys
 from kubesmith.state.paths import stack_dir
 from tests.conftest import REPO
+from tests.pulumi_tools import offline_pulumi_urls
 
 runner = CliRunner()
 COMMANDS = (["preview"], ["up"], ["destroy", "--yes"], ["inventory"])
@@ -35,16 +38,21 @@ def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+class FakeCommand:
+    """Stands in for auto.PulumiCommand: nothing here can run a real Pulumi CLI."""
+
+
 @pytest.fixture
-def no_pulumi(monkeypatch: pytest.MonkeyPatch) -> None:
+def offline(monkeypatch: pytest.MonkeyPatch) -> str:
+    """No `pulumi` on PATH, and every Pulumi download URL a closed port on 127.0.0.1."""
     monkeypatch.setattr(automation.shutil, "which", lambda _name: None)
+    return offline_pulumi_urls(monkeypatch)
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
-    """Pretend the CLI is installed and record the automation calls the commands make."""
+    """Pretend the CLI is ready and record the automation calls the commands make."""
     recorded: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-    monkeypatch.setattr(automation.shutil, "which", lambda _name: "/usr/local/bin/pulumi")
 
     def recorder(name: str, result: Any) -> Any:
         def record(*args: Any, **kwargs: Any) -> Any:
@@ -53,6 +61,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...], d
 
         return record
 
+    monkeypatch.setattr(automation, "pulumi_command", recorder("pulumi_command", COMMAND))
     monkeypatch.setattr(automation, "preview", recorder("preview", {"create": 18}))
     monkeypatch.setattr(
         automation,
@@ -66,17 +75,19 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...], d
     return recorded
 
 
-@pytest.mark.usefixtures("no_pulumi")
+COMMAND = FakeCommand()
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
-def test_without_the_pulumi_cli_commands_fail_in_one_line(command: list[str]) -> None:
+def test_offline_without_the_pulumi_cli_commands_fail_in_one_line(
+    command: list[str], offline: str
+) -> None:
     result = runner.invoke(app, [*command, "-s", "dev"])
     assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines[0] == (
-        f"error: `kubesmith {command[0]}` needs the Pulumi CLI, and there is no 'pulumi' on PATH"
-    )
-    assert lines[1].startswith("hint: install it as described at https://www.pulumi.com/docs/")
-    assert len(lines) == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot download pulumi")
+    assert f"from {offline}/" in line
+    assert "set kubesmith:cluster.artifacts.mirrorBaseUrl to a mirror" in line
     assert "Traceback" not in result.output
 
 
@@ -97,14 +108,15 @@ def test_config_errors_show_first_and_nothing_reaches_pulumi(
     assert "kubesmith:cluster.controlPlanes: must be 1 or an odd number" in result.stderr
     assert calls == [], "nothing reached Pulumi"
 
-    # Without the CLI, the config problem is still what the user sees first.
+    # Offline and without the CLI, the config problem is still what the user sees first.
     monkeypatch.setattr(automation.shutil, "which", lambda _name: None)
+    offline_pulumi_urls(monkeypatch)
     result = runner.invoke(app, [*command, "-s", "dev"])
     assert "kubesmith:cluster.controlPlanes" in result.stderr
-    assert "Pulumi CLI" not in result.stderr
+    assert "cannot download" not in result.stderr
 
 
-@pytest.mark.usefixtures("no_pulumi")
+@pytest.mark.usefixtures("offline")
 def test_an_unknown_stack_is_named_before_pulumi_is_needed() -> None:
     result = runner.invoke(app, ["up", "-s", "nosuch"])
     assert result.exit_code == 2
@@ -115,7 +127,7 @@ def test_destroy_without_yes_and_without_a_terminal_refuses(calls: list[Any]) ->
     result = runner.invoke(app, ["destroy", "-s", "dev"])
     assert result.exit_code == 2
     assert "refusing to destroy stack 'dev' without --yes" in result.stderr
-    assert calls == []
+    assert calls == [], "refused before anything is downloaded"
 
 
 @pytest.mark.parametrize("remove", [False, True])
@@ -131,8 +143,10 @@ def test_destroy_with_yes_destroys_and_removes_on_request(calls: list[Any], remo
     )
 
     assert result.exit_code == 0, result.output
-    ((name, args, kwargs),) = calls
-    assert (name, args[0], args[1], kwargs) == ("destroy", "dev", REPO, {"remove": remove})
+    (tools, (name, args, kwargs)) = calls
+    assert tools[0] == "pulumi_command"
+    assert tools[2]["plugins"] is True
+    assert (name, args[:3], kwargs) == ("destroy", ("dev", REPO, COMMAND), {"remove": remove})
     assert pods.exists() is not remove
     assert key.exists() is not remove
     assert other.exists()
@@ -150,9 +164,9 @@ def test_destroy_at_a_terminal_asks_first(
     monkeypatch.setattr(stack_cli, "_stdin_is_terminal", lambda: True)
     result = runner.invoke(app, ["destroy", "-s", "dev"], input=answer)
     assert "Destroy every resource of stack 'dev'?" in result.output
+    assert [c[0] for c in calls] == (["pulumi_command", "destroy"] if destroyed else [])
     removing = runner.invoke(app, ["destroy", "-s", "dev", "--remove"], input="n\n")
     assert "its Pulumi stack and its controller state" in removing.output
-    assert [c[0] for c in calls] == (["destroy"] if destroyed else [])
     assert result.exit_code == (0 if destroyed else 1)
 
 
@@ -175,13 +189,18 @@ def test_inventory_prints_the_output_verbatim(calls: list[Any]) -> None:
     assert result.exit_code == 0
     # Exactly the YAML: no console markup ("[bold]" survives), no added newline.
     assert result.stdout == "all:\n  vars: {x: '[bold]'}\n"
-    assert calls[0][1] == ("dev", REPO, "inventory")
+    # The inventory is a stack output: no provider plugin is needed for it.
+    assert calls[0][2]["plugins"] is False
+    assert calls[1][1] == ("dev", REPO, COMMAND, "inventory")
 
 
-@pytest.mark.usefixtures("calls")
-def test_up_and_preview_report_a_summary() -> None:
+def test_up_and_preview_report_a_summary(calls: list[Any]) -> None:
     up = runner.invoke(app, ["up", "-s", "dev"])
     assert up.exit_code == 0
+    # The stack's own mirror setting (none in dev) reaches the CLI and plugin installs.
+    assert calls[0][1][:2] == (REPO, None)
+    assert calls[0][2]["plugins"] is True
+    assert calls[1][1][2] is COMMAND
     assert "stack dev is up: 3 nodes, API at https://10.20.0.4:6443" in up.stdout
     preview = runner.invoke(app, ["preview", "-s", "dev"])
     assert "stack dev: 18 to create" in preview.stdout
@@ -241,11 +260,9 @@ def test_pulumi_env_combines_backend_and_passphrase(tmp_path: Path) -> None:
     assert env["PULUMI_BACKEND_URL"].startswith("file://")
     assert env["PULUMI_CONFIG_PASSPHRASE_FILE"] == str(tmp_path / automation.PASSPHRASE_FILE)
     assert env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
-
-
-def test_require_cli_returns_the_path_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(automation.shutil, "which", lambda _name: "/opt/pulumi/bin/pulumi")
-    assert automation.require_cli("up") == "/opt/pulumi/bin/pulumi"
+    # Pulumi looks for plugins where kubesmith installed them.
+    assert env["PULUMI_HOME"] == str(Path.home() / ".pulumi")
+    assert automation.pulumi_env(tmp_path, {"PULUMI_HOME": "/srv/p"})["PULUMI_HOME"] == "/srv/p"
 
 
 # -- what kubesmith asks of the Automation API (the API itself cannot run here) -----------
@@ -301,10 +318,11 @@ def opened(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Opened:
 
 
 def test_open_stack_uses_the_project_and_the_private_state(opened: Opened) -> None:
-    automation.open_stack("dev", REPO, create=True)
+    automation.open_stack("dev", REPO, COMMAND, create=True)
     (call,) = opened.calls
     assert (call["create"], call["name"], call["work_dir"]) == (True, "dev", str(REPO))
     opts = call["opts"]
+    assert opts.pulumi_command is COMMAND, "the CLI kubesmith chose, not PATH's"
     assert opts.secrets_provider == "passphrase"
     assert opts.env_vars["PULUMI_BACKEND_URL"].endswith("/home/pulumi")
     assert opts.env_vars["PULUMI_CONFIG_PASSPHRASE_FILE"].endswith("/home/pulumi-passphrase")
@@ -315,7 +333,7 @@ def test_destroy_streams_and_removes_only_the_state(opened: Opened, remove: bool
     def echo(line: str) -> None:
         del line
 
-    automation.destroy("dev", REPO, echo, remove=remove)
+    automation.destroy("dev", REPO, COMMAND, echo, remove=remove)
     assert opened.calls[0]["create"] is False, "destroy never creates a stack"
     assert opened.selected.destroyed == [{"on_output": echo, "on_error": echo}]
     # preserve_config: Pulumi.dev.yaml stays, it is the project's source of truth.
@@ -325,9 +343,9 @@ def test_destroy_streams_and_removes_only_the_state(opened: Opened, remove: bool
 
 @pytest.mark.usefixtures("opened")
 def test_stack_output_reads_an_existing_stack() -> None:
-    assert automation.stack_output("dev", REPO, "inventory") == "all: {}\n"
+    assert automation.stack_output("dev", REPO, COMMAND, "inventory") == "all: {}\n"
     with pytest.raises(UserError, match="has no 'nodes' output yet"):
-        automation.stack_output("dev", REPO, "nodes")
+        automation.stack_output("dev", REPO, COMMAND, "nodes")
 
 
 def test_a_missing_stack_is_a_user_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -338,5 +356,5 @@ def test_a_missing_stack_is_a_user_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     monkeypatch.setattr(auto, "select_stack", missing)
     with pytest.raises(UserError, match="stack 'dev' does not exist") as failed:
-        automation.stack_output("dev", REPO, "inventory")
+        automation.stack_output("dev", REPO, COMMAND, "inventory")
     assert failed.value.hint == "create it with: kubesmith up -s dev"

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from kubesmith import versions
 from kubesmith.cli import app
 from kubesmith.downloads import airgap, download, kube_binaries
+from kubesmith.downloads import pulumi as pulumi_tools
 from kubesmith.errors import KubesmithError
 from kubesmith.provision import kubernetes
 from kubesmith.provision.target import Target, artifact_cache_dir, for_inventory
@@ -36,6 +37,7 @@ from tests.clusterlab import (
     write_inventory,
 )
 from tests.conftest import REPO
+from tests.pulumi_tools import serve_pulumi
 
 runner = CliRunner()
 BINARIES = {
@@ -229,6 +231,7 @@ def test_artifacts_fetch_stores_verified_files_in_the_mirror_layout(
 ) -> None:
     with serve(tmp_path / "www") as files:
         serve_stack_files(files, pinned)
+        serve_pulumi(files, monkeypatch)
         stack = air_project(
             tmp_path / "p",
             monkeypatch,
@@ -247,7 +250,12 @@ def test_artifacts_fetch_stores_verified_files_in_the_mirror_layout(
         assert len(files.requests) == before
         # Each file is named as `artifacts list` names it.
         assert "kubernetes-server 1.35.1 (amd64): present" in again.output
+    # Bytes as they come, on stderr (plain lines: CliRunner is no terminal).
+    assert re.search(r"downloading pulumi \S+ \(amd64\) from \S+ \(\d+ bytes\)", result.stderr)
     out = tmp_path / "out"
+    # The controller's Pulumi CLI and plugins travel with the nodes' files.
+    for tool in pulumi_tools.downloads("amd64", tmp_path):
+        assert (out / tool.mirror_path).is_file(), tool.name
     assert (out / "dl.k8s.io/v1.35.1/kubernetes-server-linux-amd64.tar.gz").read_bytes() == TARBALL
     crictl = pinned["components"]["crictl"]["version"]
     assert (out / CRICTL_URL.format(v=crictl).split("://")[1]).read_bytes() == b"crictl"
@@ -304,6 +312,8 @@ def test_artifacts_list_names_urls_checksums_and_what_comes_from_elsewhere(
         )
         assert f"sha512:{release.checksums[arch]}" in result.output
         assert f"sha256:{versions.component('etcd').sha256[arch]}" in result.output
+    for tool in pulumi_tools.downloads("arm64", tmp_path, "http://mirror.invalid/files"):
+        assert f"{tool.url}\tsha256:{tool.checksum}" in result.output
     # Everything else comes from the site's apt mirror and registry: named, not fetched.
     assert "containerd: containerd" in result.output
     assert listed_images(result.output)[versions.image("coredns")] == "coredns"
@@ -397,6 +407,10 @@ def test_artifacts_lists_the_records_provisioning_fetches(
         ),
         download.server_tarball(spec.kubernetes_version, "arm64", cache, mirror),
     ]
+    # The controller's Pulumi tools: the same records kubesmith installs them from.
+    assert airgap.controller_downloads(spec, cache, ["arm64"]) == pulumi_tools.downloads(
+        "arm64", cache, mirror
+    )
 
 
 def test_artifacts_bad_arch_is_a_usage_error(
@@ -438,8 +452,9 @@ def test_artifacts_source_override_lists_every_release_file(
     names = [
         [line.split("\t")[0] for line in table.splitlines() if "\t" in line][1:] for table in tables
     ]
-    assert names[0] == ["kubernetes-server"]
-    assert names[1] == [*versions.components(), "kubernetes-server"]
+    tools = ["pulumi", *(p.name for p in versions.pulumi_plugins().values())]
+    assert names[0] == ["kubernetes-server", *tools]
+    assert names[1] == [*versions.components(), "kubernetes-server", *tools]
     bad = runner.invoke(app, ["artifacts", "list", "-s", stack, "--source", "apt"])
     assert bad.exit_code == 2
     assert "--source: must be distro or release, got 'apt'" in bad.output

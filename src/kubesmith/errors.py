@@ -24,6 +24,15 @@ class KubesmithError(Exception):
         return [self.message]
 
 
+class DownloadError(KubesmithError):
+    """A release file could not be downloaded (offline, unreachable, not there)."""
+
+    def __init__(self, message: str, *, url: str, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+        self.reason = reason
+
+
 class UserError(KubesmithError):
     """Bad input: a config key, a file, an argument."""
 

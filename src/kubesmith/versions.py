@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
@@ -54,7 +54,8 @@ def mirrored(upstream: str, mirror_base_url: str | None) -> str:
 
 @dataclass(frozen=True)
 class Component:
-    """One node component pinned in versions.yaml (etcd, containerd, runc, ...)."""
+    """One release pinned in versions.yaml: a node component (etcd, containerd, runc, ...) or a
+    Pulumi tool (the CLI, a provider plugin)."""
 
     name: str
     version: str
@@ -65,13 +66,16 @@ class Component:
     sha256: Mapping[str, str]
     #: Debian packages that provide it; empty when Debian does not package the component.
     distro_packages: tuple[str, ...]
+    #: kubesmith's architecture name -> the release's own, where they differ (x64 for amd64).
+    arch_names: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def architectures(self) -> tuple[str, ...]:
         return tuple(sorted(self.sha256))
 
     def _fill(self, template: str, arch: str) -> str:
-        return template.replace("{version}", self.version).replace("{arch}", arch)
+        release_arch = self.arch_names.get(arch, arch)
+        return template.replace("{version}", self.version).replace("{arch}", release_arch)
 
     def checksum(self, arch: str) -> str:
         try:
@@ -105,6 +109,7 @@ def _component(name: str, data: Mapping[str, Any]) -> Component:
         binaries={str(k): str(v) for k, v in data["binaries"].items()},
         sha256={str(k): str(v) for k, v in data["sha256"].items()},
         distro_packages=tuple(str(p) for p in distro.get("packages", ())),
+        arch_names={str(k): str(v) for k, v in (data.get("arch_names") or {}).items()},
     )
 
 
@@ -118,6 +123,17 @@ def component(name: str) -> Component:
     if found is None:
         raise KeyError(f"versions.yaml pins no component {name!r}")
     return found
+
+
+def pulumi_cli() -> Component:
+    """The Pulumi CLI release kubesmith installs when no supported `pulumi` is on PATH."""
+    return _component("pulumi", load()["pulumi"]["cli"])
+
+
+def pulumi_plugins() -> dict[str, Component]:
+    """The provider plugins the Pulumi program loads, by plugin name (aws, kubernetes)."""
+    plugins = load()["pulumi"]["plugins"].items()
+    return {name: _component(f"pulumi-resource-{name}", data) for name, data in plugins}
 
 
 def sandbox_image() -> str:

@@ -1,8 +1,8 @@
 """`kubesmith artifacts list|fetch`, `smoke`, `kubeconfig` and `certs`.
 
-- artifacts: every file a stack downloads (URL, pinned checksum, size when the controller has
-  a verified copy), and a verified copy of all of them in the mirror layout for air-gapped
-  sites;
+- artifacts: every file a stack downloads, the Pulumi CLI and plugins included (URL, pinned
+  checksum, size when the controller has a verified copy), and a verified copy of all of them
+  in the mirror layout for air-gapped sites;
 - smoke: playbooks/smoke.yml against a provisioned cluster;
 - kubeconfig: the admin kubeconfig (certificates embedded), written 0600;
 - certs: when every certificate of the cluster expires.
@@ -18,9 +18,10 @@ import typer
 from kubesmith import versions
 from kubesmith.apps.images import images_of
 from kubesmith.apps.render import render_stack_apps
-from kubesmith.cli.console import err, out
+from kubesmith.cli.console import download_progress, err, out
 from kubesmith.cli.options import OptionalStack, Stack
 from kubesmith.downloads import airgap
+from kubesmith.downloads.download import Download
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.provision import target as targets
 from kubesmith.provision.admin import admin_kubeconfig
@@ -89,14 +90,25 @@ def _size(size: int | None) -> str:
     return "-" if size is None else f"{size}"
 
 
+def _downloads(spec: ClusterSpec, arches: list[str]) -> list[Download]:
+    """The nodes' release files, then the controller's Pulumi CLI and plugins."""
+    cache = targets.artifact_cache_dir()
+    return [
+        *airgap.stack_downloads(spec, cache, arches),
+        *airgap.controller_downloads(spec, cache, arches),
+    ]
+
+
 @artifacts_app.command("list")
 def list_command(
     stack: str = Stack, arch: list[str] = ArchOption, source: str | None = SourceOverride
 ) -> None:
     """Every release file STACK downloads, with its pinned checksum, and what else it needs:
-    Debian packages, and every container image (the cluster's and its apps') with what needs it."""
+    Debian packages, and every container image (the cluster's and its apps') with what needs it.
+
+    The Pulumi CLI and plugins are listed for a controller of each --arch."""
     spec = _spec(stack, source)
-    downloads = airgap.stack_downloads(spec, targets.artifact_cache_dir(), _arches(arch))
+    downloads = _downloads(spec, _arches(arch))
     # Apps as `pulumi up` deploys them: rendered for the stack, with its apps[].values.
     app_images = {app: images_of(o) for app, o in render_stack_apps(spec, stack).items()}
     # One artifact per line, fields tab-separated: easy to read, grep and feed to a script.
@@ -127,14 +139,15 @@ def fetch_command(
     .mirrorBaseUrl to its URL.
     """
     spec = _spec(stack, source)
-    downloads = airgap.stack_downloads(spec, targets.artifact_cache_dir(), _arches(arch))
+    downloads = _downloads(spec, _arches(arch))
     dest = dest.resolve()
-    for download in downloads:
-        path, origin = airgap.fetch_to(download, dest)
-        # Named as `list` names it (the record's label is for messages).
-        name = f"{download.name} {download.version} ({download.arch})"
-        err.print(f"{name}: {origin}", highlight=False)
-        out.print(str(path), highlight=False)
+    with download_progress() as progress:
+        for download in downloads:
+            path, origin = airgap.fetch_to(download, dest, progress=progress)
+            # Named as `list` names it (the record's label is for messages).
+            name = f"{download.name} {download.version} ({download.arch})"
+            err.print(f"{name}: {origin}", highlight=False)
+            out.print(str(path), highlight=False)
     out.print(
         f"[green]ok[/]: {len(downloads)} files verified in {dest}; serve it and set "
         "kubesmith:cluster.artifacts.mirrorBaseUrl to its URL"

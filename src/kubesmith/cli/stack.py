@@ -1,23 +1,29 @@
 """`kubesmith preview|up|destroy|inventory -s STACK`: the stack's machines, through Pulumi.
 
-Every command validates Pulumi.STACK.yaml first, so configuration errors show without the
-Pulumi CLI; then it needs the CLI (see kubesmith.program.automation for what runs and what is
-unverified on machines without it).
+Every command validates Pulumi.STACK.yaml first, so configuration errors show before anything
+is downloaded; then it gets the Pulumi CLI (PATH's when supported, else kubesmith's own) and,
+except `inventory`, the provider plugins, from the stack's artifacts mirror when it names one
+(see kubesmith.program.automation for what runs and what is unverified without a real CLI).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
-from kubesmith.cli.console import out
+from kubesmith.cli.console import download_progress, out
 from kubesmith.cli.options import Stack
 from kubesmith.errors import UserError
 from kubesmith.program import automation
+from kubesmith.spec import ClusterSpec
 from kubesmith.stackfile import load_spec
 from kubesmith.state.paths import forget_stack, project_root, stack_dir
+
+if TYPE_CHECKING:
+    from pulumi import automation as auto
 
 
 def register(root: typer.Typer) -> None:
@@ -36,9 +42,16 @@ def _stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def _ready(command: str, stack: str) -> None:
-    load_spec(stack)
-    automation.require_cli(command)
+def _ready(stack: str, *, plugins: bool = True) -> auto.PulumiCommand:
+    """The checked stack's Pulumi CLI, with the plugins installed unless not needed."""
+    return _tools(load_spec(stack), plugins=plugins)
+
+
+def _tools(spec: ClusterSpec, *, plugins: bool = True) -> auto.PulumiCommand:
+    with download_progress() as progress:
+        return automation.pulumi_command(
+            project_root(), spec.artifacts.mirror_base_url, _progress, progress, plugins=plugins
+        )
 
 
 def confirm_destroy(
@@ -67,16 +80,16 @@ def confirm_destroy(
 
 def preview(stack: str = Stack) -> None:
     """Show what `up` would create, change or delete for the stack."""
-    _ready("preview", stack)
-    changes = automation.preview(stack, project_root(), _progress)
+    command = _ready(stack)
+    changes = automation.preview(stack, project_root(), command, _progress)
     summary = ", ".join(f"{count} to {op}" for op, count in sorted(changes.items()))
     out.print(f"stack {stack}: {summary or 'no changes'}")
 
 
 def up(stack: str = Stack) -> None:
     """Create or update the stack's machines and print where its API is."""
-    _ready("up", stack)
-    outputs = automation.up(stack, project_root(), _progress)
+    command = _ready(stack)
+    outputs = automation.up(stack, project_root(), command, _progress)
     nodes = outputs.get("nodes") or []
     out.print(
         f"stack {stack} is up: {len(nodes)} nodes, API at {outputs.get('apiEndpoint')}; "
@@ -96,15 +109,16 @@ def destroy(
     ),
 ) -> None:
     """Delete every resource of the stack."""
-    _ready("destroy", stack)
+    spec = load_spec(stack)
     confirmed = confirm_destroy(
         stack, yes=yes, interactive=_stdin_is_terminal(), ask=typer.confirm, remove=remove
     )
     if not confirmed:
         out.print("destroy cancelled; nothing was changed")
         raise typer.Exit(1)
+    command = _tools(spec)
     root = project_root()
-    automation.destroy(stack, root, _progress, remove=remove)
+    automation.destroy(stack, root, command, _progress, remove=remove)
     if remove:
         removed = forget_stack(stack, root)
         where = f"; its state in {removed} is deleted" if removed else ""
@@ -119,6 +133,6 @@ def destroy(
 
 def inventory(stack: str = Stack) -> None:
     """Print the stack's Ansible inventory (YAML) as recorded by its last `up`."""
-    _ready("inventory", stack)
-    text = automation.stack_output(stack, project_root(), "inventory")
+    command = _ready(stack, plugins=False)
+    text = automation.stack_output(stack, project_root(), command, "inventory")
     typer.echo(str(text), nl=False)

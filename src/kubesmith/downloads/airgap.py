@@ -1,7 +1,8 @@
 """Every file a stack downloads, for `kubesmith artifacts list|fetch` (air-gapped sites).
 
 A stack downloads the components it installs from upstream releases (versions.yaml, with
-source ``release``) and the Kubernetes server tarball of its version. `fetch` stores them in
+source ``release``) and the Kubernetes server tarball of its version; the controller
+downloads the Pulumi CLI and provider plugins (kubesmith.downloads.pulumi). `fetch` stores them in
 the mirror layout (<dest>/<host>/<path>), the layout ``kubesmith:cluster.artifacts
 .mirrorBaseUrl`` expects: serve <dest> over HTTP inside the site and point the stack at it.
 Debian packages (source ``distro``) and container images come from the site's own apt mirror
@@ -15,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kubesmith import versions
+from kubesmith.downloads import pulumi
 from kubesmith.downloads.download import (
+    ByteProgress,
     Download,
     fetch,
     is_verified,
@@ -47,6 +50,16 @@ def stack_downloads(
             server_tarball(spec.kubernetes_version, arch, cache_dir, mirror, allow_unpinned=True)
         )
     return downloads
+
+
+def controller_downloads(
+    spec: ClusterSpec, cache_dir: Path, arches: Sequence[str] = ("amd64",)
+) -> list[Download]:
+    """The Pulumi CLI and plugins, for a controller of each of ``arches``."""
+    mirror = spec.artifacts.mirror_base_url
+    return [
+        d for arch in arches for d in pulumi.downloads(arch, cache_dir, mirror, allow_unpinned=True)
+    ]
 
 
 def distro_packages(spec: ClusterSpec) -> dict[str, tuple[str, ...]]:
@@ -85,7 +98,13 @@ def verified_size(download: Download) -> int | None:
     return None
 
 
-def fetch_to(download: Download, dest: Path, *, timeout: float = 120.0) -> tuple[Path, str]:
+def fetch_to(
+    download: Download,
+    dest: Path,
+    *,
+    timeout: float = 120.0,
+    progress: ByteProgress | None = None,
+) -> tuple[Path, str]:
     """Put a verified copy of ``download`` under ``dest`` in the mirror layout.
 
     Returns the path and where it came from: "present" (already there and verified),
@@ -98,5 +117,5 @@ def fetch_to(download: Download, dest: Path, *, timeout: float = 120.0) -> tuple
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(download.cache_path, path)
         return path, "cache"
-    fetch(download, path, timeout=timeout)
+    fetch(download, path, timeout=timeout, progress=progress)
     return path, download.url

@@ -16,15 +16,16 @@ from __future__ import annotations
 import hashlib
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from kubesmith import versions
-from kubesmith.errors import KubesmithError
+from kubesmith.errors import DownloadError, KubesmithError
 
-_CHUNK = 1 << 20
+# Small enough that progress moves often on a slow link.
+_CHUNK = 1 << 18
 #: `uname -m` / ansible_architecture -> the architecture names releases use.
 MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 #: The name `kubesmith artifacts list` gives the Kubernetes server tarball.
@@ -52,6 +53,10 @@ class Download:
         """Where the file goes under a mirror: <host>/<path> of the upstream URL."""
         parts = urlsplit(self.upstream)
         return f"{parts.netloc}{parts.path}"
+
+
+#: Told (download, bytes so far, total bytes or None) as a download streams.
+ByteProgress = Callable[[Download, int, int | None], None]
 
 
 def release_arch(machine: str) -> str:
@@ -140,9 +145,18 @@ def is_verified(download: Download, path: Path) -> bool:
     )
 
 
-def fetch(download: Download, path: Path | None = None, *, timeout: float = 120.0) -> bool:
+def fetch(
+    download: Download,
+    path: Path | None = None,
+    *,
+    timeout: float = 120.0,
+    progress: ByteProgress | None = None,
+) -> bool:
     """Put ``download`` at ``path`` (default: its cache path) only if its digest is the pinned
-    one; a file already there that matches is kept. True when it was downloaded."""
+    one; a file already there that matches is kept. True when it was downloaded.
+
+    ``progress`` hears (download, bytes so far, total or None) when the transfer starts and
+    after every chunk."""
     if not download.checksum:
         raise KubesmithError(
             f"{download.label}: no published checksum is pinned in versions.yaml, so it is "
@@ -158,24 +172,18 @@ def fetch(download: Download, path: Path | None = None, *, timeout: float = 120.
         path.unlink()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    digest = hashlib.new(download.algorithm)
     try:
-        with (
-            urllib.request.urlopen(download.url, timeout=timeout) as response,
-            partial.open("wb") as out,
-        ):
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
+        got = _stream(download, partial, timeout, progress or _silent)
     except (urllib.error.URLError, OSError) as exc:
         partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
-        raise KubesmithError(
+        reason = str(getattr(exc, "reason", None) or exc)
+        raise DownloadError(
             f"{download.url}: download of {download.label} failed: {reason}",
+            url=download.url,
+            reason=reason,
             hint="offline? set kubesmith:cluster.artifacts.mirrorBaseUrl to a mirror of the "
             "release files, or artifacts.source: distro",
         ) from None
-    got = digest.hexdigest()
     if got != download.checksum:
         partial.unlink(missing_ok=True)
         raise KubesmithError(
@@ -184,6 +192,29 @@ def fetch(download: Download, path: Path | None = None, *, timeout: float = 120.
         )
     partial.replace(path)
     return True
+
+
+def _silent(_download: Download, _done: int, _total: int | None) -> None:
+    pass
+
+
+def _stream(download: Download, out_path: Path, timeout: float, progress: ByteProgress) -> str:
+    """Copy the response to ``out_path``; its hex digest."""
+    digest = hashlib.new(download.algorithm)
+    with (
+        urllib.request.urlopen(download.url, timeout=timeout) as response,
+        out_path.open("wb") as out,
+    ):
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        done = 0
+        progress(download, done, total)
+        while chunk := response.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            done += len(chunk)
+            progress(download, done, total)
+    return digest.hexdigest()
 
 
 def fetch_all(downloads: Iterable[Download]) -> list[Download]:

@@ -1,5 +1,10 @@
 """Run `pulumi preview`, `up` and `destroy` for a stack through Pulumi's Automation API.
 
+The CLI: a `pulumi` on PATH when the Automation API accepts its version, else the one
+kubesmith installs into the state directory (kubesmith.downloads.pulumi), handed to the API
+as `PulumiCommand(root=...)`. The provider plugins the program loads are installed into
+$PULUMI_HOME/plugins first (PULUMI_HOME is passed on, so Pulumi looks where they went).
+
 State lives in a local file backend under the state directory (`file://<state>/pulumi`)
 unless PULUMI_BACKEND_URL names another backend. Secrets use the passphrase provider: the
 passphrase comes from PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE when set;
@@ -7,10 +12,12 @@ otherwise a random one is generated once into `<state>/pulumi-passphrase` (mode 
 handed to Pulumi as PULUMI_CONFIG_PASSPHRASE_FILE. On a stack's first `up`, Pulumi records
 the passphrase's salt (`encryptionsalt:`, not a secret) in Pulumi.<stack>.yaml.
 
-Verified here: the environment Pulumi gets (backend URL, passphrase) and the missing-CLI
-error, by unit tests. Unverified: everything that calls the Pulumi CLI (`open_stack`,
-`preview`, `up`, `destroy`, `stack_output`): the development machines have no Pulumi CLI or
-engine, so these paths have never run; they follow the Automation API's documented calls.
+Verified here, by unit tests: the choice between PATH and kubesmith's CLI (with small scripts
+that print a version), the download, verification and unpacking of the CLI and the plugins
+(with tarballs the tests make), the environment Pulumi gets and the offline error.
+Unverified: everything that runs the real Pulumi CLI (`open_stack`, `preview`, `up`,
+`destroy`, `stack_output`): the development machines cannot obtain it, so these paths have
+never run; they follow the Automation API's documented calls.
 """
 
 from __future__ import annotations
@@ -18,33 +25,68 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubesmith.downloads import pulumi as pulumi_tools
+from kubesmith.downloads.download import ByteProgress
 from kubesmith.errors import KubesmithError, ToolMissingError, UserError
+from kubesmith.provision.target import artifact_cache_dir
 from kubesmith.state.files import check_private
 from kubesmith.state.paths import state_dir
 
 if TYPE_CHECKING:
     from pulumi import automation as auto
 
-INSTALL_DOCS = "https://www.pulumi.com/docs/iac/download-install/"
 PASSPHRASE_FILE = "pulumi-passphrase"
 
 Echo = Callable[[str], Any]
 
 
-def require_cli(command: str) -> str:
-    """The Pulumi CLI's path, or a one-line ToolMissingError naming the command that needs it."""
+def pulumi_command(
+    root: Path,
+    mirror_base_url: str | None,
+    echo: Echo,
+    progress: ByteProgress | None = None,
+    *,
+    plugins: bool = True,
+) -> auto.PulumiCommand:
+    """The CLI to run: a supported `pulumi` from PATH, else kubesmith's own (installed when
+    missing). With ``plugins``, the provider plugins are installed first."""
+    from pulumi import automation as auto
+
+    cache = artifact_cache_dir()
+    if plugins:
+        home = pulumi_tools.pulumi_home()
+        pulumi_tools.install_plugins(home, cache, mirror_base_url, progress=progress)
+    on_path = _cli_on_path(echo)
+    if on_path is not None:
+        return on_path
+    cli_root = pulumi_tools.install_cli(state_dir(root), cache, mirror_base_url, progress=progress)
+    try:
+        return auto.PulumiCommand(root=str(cli_root))
+    except (auto.InvalidVersionError, subprocess.CalledProcessError, OSError) as exc:
+        raise KubesmithError(f"{cli_root}/bin/pulumi does not run: {exc}") from None
+
+
+def _cli_on_path(echo: Echo) -> auto.PulumiCommand | None:
+    """`pulumi` from PATH when the Automation API accepts its version; else None, said why."""
+    from pulumi import automation as auto
+
     path = shutil.which("pulumi")
     if path is None:
-        raise ToolMissingError(
-            f"`kubesmith {command}` needs the Pulumi CLI, and there is no 'pulumi' on PATH",
-            hint=f"install it as described at {INSTALL_DOCS} and run the command again",
-        )
-    return path
+        return None
+    try:
+        return auto.PulumiCommand()
+    except auto.InvalidVersionError as exc:
+        reason = str(exc)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        reason = f"`pulumi version` failed: {exc}"
+    echo(f"not using {path}: {reason}; using the Pulumi CLI kubesmith installs")
+    return None
 
 
 def backend_url(state: Path, environ: Mapping[str, str]) -> str:
@@ -80,6 +122,8 @@ def pulumi_env(state: Path, environ: Mapping[str, str] | None = None) -> dict[st
     return {
         "PULUMI_BACKEND_URL": backend_url(state, environ),
         **passphrase_env(state, environ),
+        # Where kubesmith installed the plugins is where Pulumi looks for them.
+        "PULUMI_HOME": str(pulumi_tools.pulumi_home(environ)),
         # No version check against Pulumi's servers on every command.
         "PULUMI_SKIP_UPDATE_CHECK": "true",
     }
@@ -108,12 +152,14 @@ def _pulumi_errors(action: str, stack: str) -> Iterator[None]:
         raise ToolMissingError(f"the installed Pulumi CLI is too old: {exc}") from None
 
 
-def open_stack(stack: str, root: Path, *, create: bool) -> auto.Stack:
+def open_stack(stack: str, root: Path, command: auto.PulumiCommand, *, create: bool) -> auto.Stack:
     """The stack of the project in ``root``, running the program in infra/ (Pulumi.yaml)."""
     from pulumi import automation as auto
 
     options = auto.LocalWorkspaceOptions(
-        env_vars=pulumi_env(state_dir(root)), secrets_provider="passphrase"
+        env_vars=pulumi_env(state_dir(root)),
+        secrets_provider="passphrase",
+        pulumi_command=command,
     )
     with _pulumi_errors("stack select", stack):
         if create:
@@ -121,37 +167,39 @@ def open_stack(stack: str, root: Path, *, create: bool) -> auto.Stack:
         return auto.select_stack(stack, work_dir=str(root), opts=options)
 
 
-def preview(stack: str, root: Path, echo: Echo) -> dict[str, int]:
+def preview(stack: str, root: Path, command: auto.PulumiCommand, echo: Echo) -> dict[str, int]:
     """Show what `up` would change; the change counts by operation."""
-    handle = open_stack(stack, root, create=True)
+    handle = open_stack(stack, root, command, create=True)
     with _pulumi_errors("preview", stack):
         result = handle.preview(on_output=echo, on_error=echo)
     return {str(op): count for op, count in result.change_summary.items()}
 
 
-def up(stack: str, root: Path, echo: Echo) -> dict[str, Any]:
+def up(stack: str, root: Path, command: auto.PulumiCommand, echo: Echo) -> dict[str, Any]:
     """Create or update the stack's resources; its outputs."""
-    handle = open_stack(stack, root, create=True)
+    handle = open_stack(stack, root, command, create=True)
     with _pulumi_errors("up", stack):
         result = handle.up(on_output=echo, on_error=echo)
     return {name: output.value for name, output in result.outputs.items()}
 
 
-def destroy(stack: str, root: Path, echo: Echo, *, remove: bool) -> None:
+def destroy(
+    stack: str, root: Path, command: auto.PulumiCommand, echo: Echo, *, remove: bool
+) -> None:
     """Delete the stack's resources; with ``remove``, also its state in the backend.
 
     The stack file (Pulumi.<stack>.yaml) is kept: it is the project's source of truth.
     """
-    handle = open_stack(stack, root, create=False)
+    handle = open_stack(stack, root, command, create=False)
     with _pulumi_errors("destroy", stack):
         handle.destroy(on_output=echo, on_error=echo)
         if remove:
             handle.workspace.remove_stack(stack, preserve_config=True)
 
 
-def stack_output(stack: str, root: Path, name: str) -> Any:
+def stack_output(stack: str, root: Path, command: auto.PulumiCommand, name: str) -> Any:
     """One output of an existing stack, or a UserError saying how to produce it."""
-    handle = open_stack(stack, root, create=False)
+    handle = open_stack(stack, root, command, create=False)
     with _pulumi_errors("stack output", stack):
         outputs = handle.outputs()
     if name not in outputs:
