@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 
 from kubesmith import versions
-from kubesmith.cli.console import err, out
+from kubesmith.cli.console import err, out, progress
 from kubesmith.cli.options import OptionalStack, Stack
 from kubesmith.downloads import airgap
 from kubesmith.errors import KubesmithError, UserError
@@ -126,7 +126,7 @@ def fetch_command(
         path, origin = airgap.fetch_to(download, dest)
         # Named as `list` names it (the record's label is for messages).
         name = f"{download.name} {download.version} ({download.arch})"
-        err.print(f"{name}: {origin}", highlight=False)
+        progress.print(f"{name}: {origin}", highlight=False)
         out.print(str(path), highlight=False)
     out.print(
         f"[green]ok[/]: {len(downloads)} files verified in {dest}; serve it and set "
@@ -145,7 +145,7 @@ def smoke(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrN
         extravars={"smoke_image": versions.image("smoke")},
     )
     title = f"smoke test: {target.label}"
-    with Progress(err, list(target.inventory.hosts_in("kube_control_plane"))[:1], title) as p:
+    with Progress(progress, list(target.inventory.hosts_in("kube_control_plane"))[:1], title) as p:
         result = run_playbook(request, p)
     out.print(recap_table(result, title))
     result.raise_for_failure("smoke test")

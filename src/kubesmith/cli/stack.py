@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import typer
 
-from kubesmith.cli.console import out
+from kubesmith.cli.console import out, progress
 from kubesmith.cli.options import Stack
 from kubesmith.errors import UserError
 from kubesmith.program import automation
@@ -28,8 +28,8 @@ def register(root: typer.Typer) -> None:
 
 
 def _progress(line: str) -> None:
-    # Pulumi's lines go out as they come (no markup, no rewrapping), on stderr like all progress.
-    typer.echo(line, err=True)
+    # Pulumi's lines go out as they come (no markup, no rewrapping), like all progress.
+    progress.out(line, highlight=False)
 
 
 def _stdin_is_terminal() -> bool:
