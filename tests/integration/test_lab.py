@@ -79,6 +79,9 @@ def test_three_node_lab_answers_ssh_talks_over_the_bridge_and_goes_away(
     down = CliRunner().invoke(app, ["lab", "down", made.name])
     assert down.exit_code == 0, down.output
     assert down.stdout.strip() == f"lab {made.name} removed ({', '.join(names)})"
+    progress = down.stderr.splitlines()
+    assert progress[0] == f"lab {made.name}: deleting 3 node(s)"
+    assert sorted(line.split(" (")[0] for line in progress[1:4]) == [f"{n}: deleted" for n in names]
     client = lxd_ready.client()
     assert managed_instances(client, lab=made.name) == []
     assert all(get_instance(client, name) is None for name in names)

@@ -42,7 +42,8 @@ def up(
 @app.command("down")
 def down(name: str = typer.Argument(..., help="Lab name given to `lab up`.")) -> None:
     """Delete the lab's nodes and its directory (a lab that is not there is not an error)."""
-    teardown = destroy_lab(name)
+    with reporter() as progress:
+        teardown = destroy_lab(name, reporter=progress)
     if not teardown.found:
         out.print(f"no lab {name} here; nothing to do")
         return

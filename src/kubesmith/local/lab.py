@@ -220,12 +220,26 @@ def create_lab(
     return lab
 
 
-def destroy_lab(name: str, *, root: Path | None = None, socket: Path | None = None) -> Teardown:
+def destroy_lab(
+    name: str,
+    *,
+    root: Path | None = None,
+    socket: Path | None = None,
+    reporter: Reporter = SILENT,
+) -> Teardown:
     """Delete every node of lab ``name`` and its directory; nothing to do is not an error."""
     directory = lab_dir(name, root)
     client = connect(socket)
     nodes = [i.name for i in managed_instances(client, lab=name)]
-    deleted = in_parallel(nodes, lambda node: (node, delete_node(connect(socket), node)))
+
+    def delete(node: str) -> tuple[str, bool]:
+        gone = delete_node(connect(socket), node)
+        reporter.note(f"{node}: {'deleted' if gone else 'already gone'}")
+        return node, gone
+
+    if nodes:
+        reporter.phase(f"lab {name}: deleting {len(nodes)} node(s)")
+    deleted = in_parallel(nodes, delete)
     removed = directory.exists()
     if removed:
         shutil.rmtree(directory)
