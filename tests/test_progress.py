@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from kubesmith.progress import SILENT, ConsoleReporter, duration
+from kubesmith.provision.recap import Progress
 
 INTERVAL = 5.0
 
@@ -136,3 +137,32 @@ def test_the_silent_default_accepts_every_call() -> None:
     SILENT.phase("a", 1, 2)
     SILENT.detail("b")
     SILENT.note("c")
+
+
+def test_a_playbook_run_in_a_log_shows_the_latest_task_and_the_counts() -> None:
+    buffer = io.StringIO()
+    clock = Clock()
+    console = Console(file=buffer, width=200)
+    with Progress(console, ["n1", "n2"], "provision: lab x", clock=clock) as handler:
+        for number in range(1, 31):  # a task a second on n1 for 30 s
+            clock.now += 1.0
+            started = {"host": "n1", "task": f"containerd | task {number}"}
+            handler({"event": "runner_on_start", "event_data": started})
+            done = {"host": "n1", "res": {"changed": True}}
+            handler({"event": "runner_on_ok", "event_data": done})
+    lines = _lines(buffer)
+    assert lines[0] == "provision: lab x"
+    assert len(lines) <= 2 + 30 / INTERVAL
+    assert lines[-1] == (
+        "provision: lab x: n1: containerd | task 30; 30 ok, 30 changed on 2 hosts (30s)"
+    )
+
+
+def test_a_playbook_run_in_a_log_names_failures_once_there_are_some() -> None:
+    buffer = io.StringIO()
+    with Progress(Console(file=buffer, width=200), ["n1", "n2"], "provision") as handler:
+        handler({"event": "runner_on_failed", "event_data": {"host": "n2"}})
+        handler({"event": "runner_on_unreachable", "event_data": {"host": "n1"}})
+    assert _lines(buffer)[-1].startswith(
+        "provision: n1: unreachable; 0 ok, 0 changed, 1 failed, 1 unreachable on 2 hosts ("
+    )
