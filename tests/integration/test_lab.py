@@ -18,6 +18,7 @@ from kubesmith.local.instances import get_instance, managed_instances
 from kubesmith.local.lab import Lab
 from kubesmith.local.ssh import HostKeyMismatchError, KnownHosts, load_key, run, wait_for_ssh
 from kubesmith.nodes import Node
+from kubesmith.progress import Reporter
 from tests.integration.conftest import LxdHost
 
 pytestmark = pytest.mark.integration
@@ -78,6 +79,9 @@ def test_three_node_lab_answers_ssh_talks_over_the_bridge_and_goes_away(
     down = CliRunner().invoke(app, ["lab", "down", made.name])
     assert down.exit_code == 0, down.output
     assert down.stdout.strip() == f"lab {made.name} removed ({', '.join(names)})"
+    progress = down.stderr.splitlines()
+    assert progress[0] == f"lab {made.name}: deleting 3 node(s)"
+    assert sorted(line.split(" (")[0] for line in progress[1:4]) == [f"{n}: deleted" for n in names]
     client = lxd_ready.client()
     assert managed_instances(client, lab=made.name) == []
     assert all(get_instance(client, name) is None for name in names)
@@ -123,15 +127,48 @@ def test_a_changed_host_key_is_refused(lab: Callable[..., Lab], node_ssh: NodeSs
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in ssh.stderr
 
 
+class Recorder(Reporter):
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.details: list[str] = []
+        self.notes: list[str] = []
+
+    def phase(self, name: str, step: int | None = None, steps: int | None = None) -> None:
+        self.phases.append(name if step is None else f"{step}/{steps} {name}")
+
+    def detail(self, text: str) -> None:
+        self.details.append(text)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def steps_of(self, node: Node) -> list[str]:
+        steps = [n.removeprefix(f"{node.name}: ") for n in self.notes]
+        return [s for s, n in zip(steps, self.notes, strict=True) if s != n]
+
+
 def test_lab_up_again_reuses_its_nodes_and_follows_new_counts(
     lab: Callable[..., Lab], lxd_ready: LxdHost
 ) -> None:
-    first = lab(control_planes=1, workers=1)
+    created = Recorder()
+    first = lab(control_planes=1, workers=1, reporter=created)
     client = lxd_ready.client()
     identity = {n.name: client.instances.get(n.name).config["volatile.uuid"] for n in first.nodes}
+    # Each node's steps are reported as they happen, and the count of nodes that answer.
+    assert created.phases == [f"lab {first.name}: 2 node(s) from stack {lxd_ready.stack}"]
+    for node in first.nodes:
+        assert created.steps_of(node) == [
+            "creating",
+            "started",
+            f"address {node.private_address}",
+            "SSH ready",
+        ]
+    assert created.details == ["1/2 answer SSH", "2/2 answer SSH"]
 
-    again = lab(name=first.name, control_planes=1, workers=1)
+    reused = Recorder()
+    again = lab(name=first.name, control_planes=1, workers=1, reporter=reused)
     assert again.nodes == first.nodes
+    assert [reused.steps_of(n)[0] for n in again.nodes] == ["exists, running"] * 2
     assert {n.name: client.instances.get(n.name).config["volatile.uuid"] for n in again.nodes} == (
         identity
     )

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from kubesmith.cli.console import err
+from kubesmith.cli.console import err, set_quiet
 from kubesmith.errors import KubesmithError
 
 
@@ -41,6 +41,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        envvar="KUBESMITH_QUIET",
+        help="No progress output (CI logs): only results, warnings and errors.",
+    ),
+) -> None:
+    set_quiet(quiet)
 
 
 def _register_commands() -> None:

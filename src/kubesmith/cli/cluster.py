@@ -18,7 +18,7 @@ import typer
 from kubesmith import versions
 from kubesmith.apps.images import images_of
 from kubesmith.apps.render import render_stack_apps
-from kubesmith.cli.console import download_progress, err, out
+from kubesmith.cli.console import download_progress, err, out, progress
 from kubesmith.cli.options import OptionalStack, Stack
 from kubesmith.downloads import airgap
 from kubesmith.downloads.download import Download
@@ -141,12 +141,12 @@ def fetch_command(
     spec = _spec(stack, source)
     downloads = _downloads(spec, _arches(arch))
     dest = dest.resolve()
-    with download_progress() as progress:
+    with download_progress() as report:
         for download in downloads:
-            path, origin = airgap.fetch_to(download, dest, progress=progress)
+            path, origin = airgap.fetch_to(download, dest, progress=report)
             # Named as `list` names it (the record's label is for messages).
             name = f"{download.name} {download.version} ({download.arch})"
-            err.print(f"{name}: {origin}", highlight=False)
+            progress.print(f"{name}: {origin}", highlight=False)
             out.print(str(path), highlight=False)
     out.print(
         f"[green]ok[/]: {len(downloads)} files verified in {dest}; serve it and set "
@@ -165,7 +165,7 @@ def smoke(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrN
         extravars={"smoke_image": versions.image("smoke")},
     )
     title = f"smoke test: {target.label}"
-    with Progress(err, list(target.inventory.hosts_in("kube_control_plane"))[:1], title) as p:
+    with Progress(progress, list(target.inventory.hosts_in("kube_control_plane"))[:1], title) as p:
         result = run_playbook(request, p)
     out.print(recap_table(result, title))
     result.raise_for_failure("smoke test")

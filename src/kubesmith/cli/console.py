@@ -1,7 +1,11 @@
-"""Shared rich consoles: results on stdout, progress and errors on stderr.
+"""Shared rich consoles: results on stdout; progress, errors and notices on stderr.
 
-`download_progress` reports downloads in bytes on stderr: a live bar at a terminal; otherwise
-plain lines (start, every few seconds, done), so a log never goes quiet for long.
+`--quiet` silences `progress` alone (`set_quiet`, from the root command's options): every
+command's progress goes there, so results (`out`) and errors (`err`) stay in CI logs.
+
+`download_progress` reports downloads in bytes on the progress console: a live bar at a
+terminal; otherwise plain lines (start, every few seconds, done), so a log never goes quiet
+for long.
 """
 
 from __future__ import annotations
@@ -22,17 +26,30 @@ from rich.progress import (
 )
 
 from kubesmith.downloads.download import ByteProgress, Download
+from kubesmith.progress import ConsoleReporter
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
+progress = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def set_quiet(quiet: bool) -> None:
+    progress.quiet = quiet
+
+
+def reporter() -> ConsoleReporter:
+    """Phases and live details of a long step, on the progress console."""
+    return ConsoleReporter(progress)
+
+
 #: Seconds between two plain progress lines of one download.
 PLAIN_INTERVAL = 5.0
 
 
 @contextmanager
 def download_progress(console: Console | None = None) -> Iterator[ByteProgress]:
-    """A ByteProgress that shows every download on ``console`` (default: stderr)."""
-    console = console or err
+    """A ByteProgress that shows every download on ``console`` (default: the progress console)."""
+    console = console or progress
     if console.is_terminal:
         with _bars(console) as report:
             yield report

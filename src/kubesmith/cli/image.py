@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from kubesmith.cli.console import err, out
+from kubesmith.cli.console import out, reporter
 from kubesmith.cli.options import LocalStack
 from kubesmith.local.connection import connect
 from kubesmith.local.image import build_image
 from kubesmith.local.stackspec import load_lxd_spec
+from kubesmith.progress import duration
 
 app = typer.Typer(help="Build the node image for the local backend.", no_args_is_help=True)
 
@@ -30,10 +31,10 @@ def build(
         out.print(f"stack {stack} uses lxd.remoteImage {lxd.remote_image}; nothing to build")
         return
     client = connect()
-    err.print(f"node image {lxd.image}: checking inputs (a rebuild runs debootstrap: minutes)")
-    result = build_image(client, lxd.image, force=force)
+    with reporter() as progress:
+        result = build_image(client, lxd.image, force=force, reporter=progress)
     state = "built" if result.built else "up to date"
     out.print(
-        f"image {result.alias}: {state} in {result.seconds:.1f} s "
+        f"image {result.alias}: {state} in {duration(result.seconds)} "
         f"(fingerprint {result.fingerprint[:12]}, inputs {result.input_hash[:12]})"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kubesmith.cli.console import err, out
+from kubesmith.cli.console import out, reporter
 from kubesmith.cli.options import LocalStack
 from kubesmith.local.lab import create_lab, destroy_lab
 
@@ -16,10 +16,6 @@ app = typer.Typer(
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="lab")
-
-
-def _progress(message: str) -> None:
-    err.print(message, highlight=False)
 
 
 @app.command("up")
@@ -34,9 +30,10 @@ def up(
     ),
 ) -> None:
     """Create the lab's nodes (or reuse them), wait for SSH and print the inventory path last."""
-    lab = create_lab(
-        name, stack=stack, control_planes=control_planes, workers=workers, progress=_progress
-    )
+    with reporter() as progress:
+        lab = create_lab(
+            name, stack=stack, control_planes=control_planes, workers=workers, reporter=progress
+        )
     for node in lab.nodes:
         out.print(f"{node.name}\t{node.role}\t{node.private_address}")
     out.print(str(lab.inventory_path))
@@ -45,7 +42,8 @@ def up(
 @app.command("down")
 def down(name: str = typer.Argument(..., help="Lab name given to `lab up`.")) -> None:
     """Delete the lab's nodes and its directory (a lab that is not there is not an error)."""
-    teardown = destroy_lab(name)
+    with reporter() as progress:
+        teardown = destroy_lab(name, reporter=progress)
     if not teardown.found:
         out.print(f"no lab {name} here; nothing to do")
         return

@@ -9,7 +9,7 @@ from typing import Literal
 
 import typer
 
-from kubesmith.cli.console import err, out
+from kubesmith.cli.console import err, out, progress
 from kubesmith.cli.options import OptionalStack
 from kubesmith.errors import UserError
 from kubesmith.provision import target as targets
@@ -67,8 +67,8 @@ def _target(
 
 def _run(target: targets.Target, options: Options, title: str) -> Outcome:
     hosts = list(target.inventory.hostvars)
-    with Progress(err, hosts, f"{title}: {target.label}") as progress:
-        outcome = provision(target, options, progress)
+    with Progress(progress, hosts, f"{title}: {target.label}") as live:
+        outcome = provision(target, options, live)
     summary = pki_summary(outcome.pki)
     if summary:
         err.print(summary)

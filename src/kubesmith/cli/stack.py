@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from kubesmith.cli.console import download_progress, out
+from kubesmith.cli.console import download_progress, out, progress
 from kubesmith.cli.options import Stack
 from kubesmith.errors import UserError
 from kubesmith.program import automation
@@ -34,8 +34,8 @@ def register(root: typer.Typer) -> None:
 
 
 def _progress(line: str) -> None:
-    # Pulumi's lines go out as they come (no markup, no rewrapping), on stderr like all progress.
-    typer.echo(line, err=True)
+    # Pulumi's lines go out as they come (no markup, no rewrapping), like all progress.
+    progress.out(line, highlight=False)
 
 
 def _stdin_is_terminal() -> bool:

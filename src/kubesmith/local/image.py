@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,8 @@ from pylxd.exceptions import NotFound
 from kubesmith.errors import KubesmithError, ToolMissingError, UserError
 from kubesmith.local.aptsources import archive_mirror, image_sources, render_deb822
 from kubesmith.local.daemon import has_tool
+from kubesmith.local.debootstrap import DebootstrapProgress
+from kubesmith.progress import SILENT, Reporter
 from kubesmith.resources import package_file
 from kubesmith.state.paths import state_dir
 
@@ -55,6 +57,8 @@ MASKED_UNITS = ("systemd-binfmt.service",)
 #: Files copied into the image as they are (paths relative to the image's root).
 OVERLAY = package_file("local", "rootfs")
 SLIM_CONFIG = "etc/dpkg/dpkg.cfg.d/kubesmith-slim"
+#: The build's steps, as the user sees them numbered.
+_STEPS = 4
 #: Bumped when a build step changes in a way the other inputs do not show.
 RECIPE_VERSION = 1
 
@@ -138,22 +142,45 @@ def find_image(client: pylxd.Client, alias: str) -> pylxd.models.Image | None:
 
 
 @contextmanager
-def _build_lock() -> Iterator[None]:
+def _build_lock(reporter: Reporter) -> Iterator[None]:
     lock_path = state_dir() / "image-build.lock"
     with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            reporter.phase(f"waiting for another image build (lock {lock_path})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 
-def _run(command: list[str], what: str, log: Path) -> None:
+def _run(
+    command: list[str], what: str, log: Path, on_line: Callable[[str], None] | None = None
+) -> None:
+    """Run ``command`` with its output in ``log``; each line also to ``on_line`` if given."""
     with log.open("a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
+        if on_line is None:
+            returncode = subprocess.run(
+                command, stdout=out, stderr=subprocess.STDOUT, check=False
+            ).returncode
+        else:
+            with subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            ) as process:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    out.write(line)
+                    on_line(line)
+            returncode = process.returncode
+    if returncode != 0:
         lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         raise KubesmithError(
-            f"node image: {what} failed (exit {result.returncode}): {lines[-1] if lines else ''}",
+            f"node image: {what} failed (exit {returncode}): {lines[-1] if lines else ''}",
             hint=f"full log: {log}",
         )
 
@@ -166,7 +193,13 @@ def _unmount_below(root: Path) -> None:
         subprocess.run(["umount", "--lazy", point], check=False)
 
 
-def _debootstrap(recipe: Recipe, rootfs: Path, log: Path) -> None:
+def _debootstrap(recipe: Recipe, rootfs: Path, log: Path, reporter: Reporter) -> None:
+    watch = DebootstrapProgress()
+
+    def on_line(line: str) -> None:
+        if watch.feed(line):
+            reporter.detail(watch.status)
+
     _run(
         [
             "debootstrap",
@@ -179,6 +212,7 @@ def _debootstrap(recipe: Recipe, rootfs: Path, log: Path) -> None:
         ],
         "debootstrap",
         log,
+        on_line,
     )
 
 
@@ -292,12 +326,16 @@ def build_image(
     alias: str,
     *,
     force: bool = False,
+    reporter: Reporter = SILENT,
 ) -> BuildResult:
-    """Build and import the node image under ``alias`` unless an identical one is there."""
+    """Build and import the node image under ``alias`` unless an identical one is there.
+
+    A build reports four numbered phases to ``reporter``, debootstrap's progress as details.
+    """
     started = time.monotonic()
     recipe = make_recipe()
     input_hash = recipe.input_hash()
-    with _build_lock():
+    with _build_lock(reporter):
         previous = find_image(client, alias)
         if (
             previous is not None
@@ -319,15 +357,24 @@ def build_image(
         rootfs.mkdir(parents=True)
         log = work / "build.log"
         tarball = work / "rootfs.tar"
+        reason = (
+            "no image yet" if previous is None else "rebuild forced" if force else "inputs changed"
+        )
+        reporter.note(f"node image {alias}: {reason}; building (a few minutes)")
         try:
-            _debootstrap(recipe, rootfs, log)
+            reporter.phase(f"debootstrap {recipe.release}", 1, _STEPS)
+            _debootstrap(recipe, rootfs, log, reporter)
+            reporter.phase("configure rootfs", 2, _STEPS)
             _customise(recipe, rootfs, log)
+            reporter.phase("pack rootfs", 3, _STEPS)
             # Uncompressed: LXD unpacks plain tar, and gzip would cost more than the upload.
             _run(
                 ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."],
                 "tar",
                 log,
             )
+            reporter.detail(f"{tarball.stat().st_size / 1e6:.0f} MB")
+            reporter.phase("import into LXD", 4, _STEPS)
             fingerprint = _import(client, alias, _metadata(recipe, input_hash), tarball, previous)
         except BaseException:
             # Keep only the log for the error's hint.

@@ -214,17 +214,33 @@ def labels_match(instance: pylxd.models.Instance, wanted: Mapping[str, str]) -> 
     return is_managed(config) and all(config.get(k) == v for k, v in wanted.items())
 
 
-def ensure_node(client: pylxd.Client, node: NodeSpec, timeout: float = ADDRESS_TIMEOUT_S) -> str:
-    """Create and start ``node``, or reuse the instance of that name if it is this node."""
+def ensure_node(
+    client: pylxd.Client,
+    node: NodeSpec,
+    timeout: float = ADDRESS_TIMEOUT_S,
+    report: Callable[[str], None] = lambda _: None,
+) -> str:
+    """Create and start ``node``, or reuse the instance of that name if it is this node.
+
+    ``report`` hears each step (creating, started, address) as it happens.
+    """
     instance = get_instance(client, node.name)
     if instance is None:
+        report("creating")
         create_node(client, node)
+        report("started")
     elif not labels_match(instance, node.labels):
         owner = "another kubesmith stack or lab" if is_managed(instance.config) else "not kubesmith"
         raise UserError(f"LXD instance {node.name} exists and belongs to {owner}; not touching it")
     elif instance.status != "Running":
+        report(f"exists ({instance.status.lower()}); starting")
         instance.start(wait=True)
-    return wait_for_address(client, node.name, timeout)
+        report("started")
+    else:
+        report("exists, running")
+    address = wait_for_address(client, node.name, timeout)
+    report(f"address {address}")
+    return address
 
 
 def delete_node(client: pylxd.Client, name: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from kubesmith.local.instances import (
 from kubesmith.local.ssh import SSH_TIMEOUT_S, KnownHosts, load_key, wait_for_ssh
 from kubesmith.local.stackspec import load_lxd_spec
 from kubesmith.nodes import Node, Role, node_plan
+from kubesmith.progress import SILENT, Reporter
 from kubesmith.provision.inventory import api_endpoint, build_inventory, dump_inventory
 from kubesmith.spec import ClusterSpec, LxdSpec, parse_cluster
 from kubesmith.state.paths import state_dir
@@ -129,9 +130,12 @@ def create_lab(
     socket: Path | None = None,
     address_timeout: float = ADDRESS_TIMEOUT_S,
     ssh_timeout: float = SSH_TIMEOUT_S,
-    progress: Callable[[str], None] = lambda _: None,
+    reporter: Reporter = SILENT,
 ) -> Lab:
-    """Create (or reuse) the lab's nodes, wait for SSH, pin host keys, write the inventory."""
+    """Create (or reuse) the lab's nodes, wait for SSH, pin host keys, write the inventory.
+
+    ``reporter`` gets one phase for the nodes and a line per step of each node.
+    """
     check_lab_name(name)
     base, lxd = load_lxd_spec(stack, root)
     spec = lab_spec(
@@ -160,8 +164,11 @@ def create_lab(
             )
     extra = [i.name for i in existing if i.name not in wanted]
     if extra:
-        progress(f"removing nodes no longer in lab {name}: {', '.join(extra)}")
+        reporter.phase(f"lab {name}: removing nodes no longer in it: {', '.join(extra)}")
         in_parallel(extra, lambda node: delete_node(connect(socket), node))
+
+    answering: list[str] = []
+    counting = threading.Lock()
 
     def bring_up(entry: tuple[str, Role]) -> Node:
         node, role = entry
@@ -178,6 +185,7 @@ def create_lab(
                 public_key=key.public_key,
             ),
             address_timeout,
+            lambda step: reporter.note(f"{node}: {step}"),
         )
         if fresh:
             # A new node may get an address an earlier node had: that pin is stale.
@@ -190,10 +198,13 @@ def create_lab(
             known_hosts=known_hosts,
             timeout=ssh_timeout,
         )
-        progress(f"{node}: {address} answers SSH")
+        reporter.note(f"{node}: SSH ready")
+        with counting:
+            answering.append(node)
+            reporter.detail(f"{len(answering)}/{len(plan)} answer SSH")
         return Node(node, role, address, None, SSH_USER)
 
-    progress(f"lab {name}: {len(plan)} node(s) from stack {stack}")
+    reporter.phase(f"lab {name}: {len(plan)} node(s) from stack {stack}")
     nodes = tuple(in_parallel(plan, bring_up))
     inventory = build_inventory(
         spec,
@@ -209,12 +220,26 @@ def create_lab(
     return lab
 
 
-def destroy_lab(name: str, *, root: Path | None = None, socket: Path | None = None) -> Teardown:
+def destroy_lab(
+    name: str,
+    *,
+    root: Path | None = None,
+    socket: Path | None = None,
+    reporter: Reporter = SILENT,
+) -> Teardown:
     """Delete every node of lab ``name`` and its directory; nothing to do is not an error."""
     directory = lab_dir(name, root)
     client = connect(socket)
     nodes = [i.name for i in managed_instances(client, lab=name)]
-    deleted = in_parallel(nodes, lambda node: (node, delete_node(connect(socket), node)))
+
+    def delete(node: str) -> tuple[str, bool]:
+        gone = delete_node(connect(socket), node)
+        reporter.note(f"{node}: {'deleted' if gone else 'already gone'}")
+        return node, gone
+
+    if nodes:
+        reporter.phase(f"lab {name}: deleting {len(nodes)} node(s)")
+    deleted = in_parallel(nodes, delete)
     removed = directory.exists()
     if removed:
         shutil.rmtree(directory)

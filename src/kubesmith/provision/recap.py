@@ -11,13 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kubesmith.progress import ConsoleReporter
 from kubesmith.provision.runner import RunResult
 from kubesmith.state.pki import PkiReport
 
@@ -32,24 +32,35 @@ class _HostRow:
 
 
 class Progress:
-    """An ansible-runner event handler that redraws a per-host table as events arrive."""
+    """An ansible-runner event handler: on a terminal, a per-host table redrawn as events
+    arrive; elsewhere (CI logs), the latest task and the counts as `kubesmith.progress` lines.
+    """
 
-    def __init__(self, console: Console, hosts: Sequence[str], title: str) -> None:
+    def __init__(
+        self,
+        console: Console,
+        hosts: Sequence[str],
+        title: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rows = {host: _HostRow() for host in hosts}
         self.title = title
         self.live = Live(self.render(), console=console, refresh_per_second=8, transient=True)
+        self.log = ConsoleReporter(console, clock=clock)
 
     def __enter__(self) -> Progress:
-        self.live.__enter__()
+        if self.log.is_live:
+            self.live.start()
+        else:
+            self.log.__enter__()
+            self.log.phase(self.title)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.live.__exit__(exc_type, exc, tb)
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self.log.is_live:
+            self.live.stop()
+        else:
+            self.log.__exit__(exc_type)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event", "")
@@ -67,7 +78,22 @@ class Progress:
         elif kind == "runner_on_unreachable":
             row.unreachable = True
             row.task = "unreachable"
-        self.live.update(self.render())
+        if self.log.is_live:
+            self.live.update(self.render())
+        else:
+            self.log.detail(f"{data.get('host')}: {row.task}; {self.counts()}")
+
+    def counts(self) -> str:
+        """``12 ok, 3 changed on 3 hosts``; failures and unreachable hosts only when there are."""
+        rows = self.rows.values()
+        parts = [f"{sum(r.ok for r in rows)} ok", f"{sum(r.changed for r in rows)} changed"]
+        failed = sum(r.failed for r in rows)
+        unreachable = sum(r.unreachable for r in rows)
+        if failed:
+            parts.append(f"{failed} failed")
+        if unreachable:
+            parts.append(f"{unreachable} unreachable")
+        return f"{', '.join(parts)} on {len(self.rows)} hosts"
 
     def render(self) -> Table:
         table = Table(title=self.title, title_justify="left")
