@@ -5,6 +5,9 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import pytest
+
+from kubesmith.local import daemon
 from kubesmith.local.daemon import raise_kernel_limits
 from kubesmith.local.host import (
     KUBERNETES_MODULES,
@@ -16,6 +19,7 @@ from kubesmith.local.host import (
     profile_devices,
     subnet_problems,
 )
+from kubesmith.progress import Reporter
 from kubesmith.spec import LxdSpec
 
 Net = ipaddress.IPv4Network
@@ -134,3 +138,28 @@ def test_low_inotify_limits_are_raised_and_high_ones_kept(tmp_path: Path) -> Non
     assert instances.read_text(encoding="utf-8").strip() == "1048576"
     assert watches.read_text(encoding="utf-8").strip() == "4194304"
     assert raise_kernel_limits(tmp_path) == []
+
+
+def test_installing_the_host_packages_is_reported_step_by_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`lxd init` on a fresh machine runs apt for a minute: each command is a reported step
+    (the console reporter keeps a line coming while a step runs), in the order they run."""
+    seen: list[str] = []
+
+    class Recorder(Reporter):
+        def phase(self, name: str, step: int | None = None, steps: int | None = None) -> None:
+            seen.append(f"[{step}/{steps}] {name}")
+
+    monkeypatch.setattr(daemon, "missing_packages", lambda: ["iptables", "lxd"])
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(daemon.shutil, "which", lambda *_a, **_k: "/usr/bin/apt-get")
+    monkeypatch.setattr(daemon, "_run", lambda command, _what: seen.append(" ".join(command)))
+
+    assert daemon.ensure_packages(Recorder()) == ["iptables", "lxd"]
+    assert seen == [
+        "[1/2] apt-get update",
+        "apt-get update",
+        "[2/2] apt-get install iptables lxd",
+        "apt-get install -y iptables lxd",
+    ]

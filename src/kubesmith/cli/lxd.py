@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kubesmith.cli.console import err, out
+from kubesmith.cli.console import err, out, reporter
 from kubesmith.cli.options import LocalStack
 from kubesmith.local import daemon, host
 from kubesmith.local.connection import connect, socket_path
@@ -23,7 +23,8 @@ def register(root: typer.Typer) -> None:
 def init(stack: str = LocalStack) -> None:
     """Install LXD if missing, start it, create the storage pool, bridge and node profile."""
     _, lxd = load_lxd_spec(stack)
-    installed = daemon.ensure_packages()
+    with reporter() as progress:
+        installed = daemon.ensure_packages(progress)
     if installed:
         err.print(f"installed {', '.join(installed)}")
     socket = socket_path()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kubesmith.errors import KubesmithError, ToolMissingError
 from kubesmith.local.connection import LxdUnavailableError, connect, may_start_daemon
+from kubesmith.progress import SILENT, Reporter
 
 #: Command -> the Debian package that ships it.
 REQUIRED_TOOLS = {
@@ -68,7 +69,7 @@ def _run(command: Sequence[str], what: str) -> None:
         )
 
 
-def ensure_packages() -> list[str]:
+def ensure_packages(reporter: Reporter = SILENT) -> list[str]:
     """Install what is missing of REQUIRED_TOOLS (and btrfs-progs where usable)."""
     packages = missing_packages()
     if not packages:
@@ -82,7 +83,9 @@ def ensure_packages() -> list[str]:
         raise ToolMissingError(
             f"missing {', '.join(packages)} and no apt-get to install them; install LXD by hand"
         )
+    reporter.phase("apt-get update", 1, 2)
     _run(["apt-get", "update"], "apt-get update")
+    reporter.phase(f"apt-get install {' '.join(packages)}", 2, 2)
     _run(["apt-get", "install", "-y", *packages], f"apt-get install {' '.join(packages)}")
     return packages
 
