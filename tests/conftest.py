@@ -32,15 +32,17 @@ def isolated_home(
 def loopback_downloads_only(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A unit test that would download from anywhere but 127.0.0.1 fails instead of sending it
+    """A unit test that would download from anywhere but 127.0.0.1 (or a local file:// mirror)
+    fails instead of sending it
     (the LXD and e2e tiers reach their nodes, and e2e may opt into upstream downloads)."""
     if any(request.node.get_closest_marker(m) for m in ("integration", "e2e")):
         return
     real = urllib.request.urlopen
 
     def urlopen(url: str, *args: Any, **kwargs: Any) -> Any:
-        host = urlsplit(url).hostname
-        assert host == "127.0.0.1", f"a test tried to download {url}: only loopback is allowed"
+        parts = urlsplit(url)
+        local = parts.hostname == "127.0.0.1" or (parts.scheme == "file" and not parts.netloc)
+        assert local, f"a test tried to download {url}: only loopback is allowed"
         return real(url, *args, **kwargs)
 
     monkeypatch.setattr(download.urllib.request, "urlopen", urlopen)

@@ -115,6 +115,16 @@ def test_the_cli_is_installed_once_from_the_verified_tarball(
     assert len(files.requests) == 1, "installed: not downloaded again"
 
 
+def test_a_directory_filled_by_artifacts_fetch_serves_as_the_mirror(
+    files: LocalFiles, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Offline sites without a web server: mirrorBaseUrl file:///DIR (the mirror layout)."""
+    serve_pulumi(files, monkeypatch)
+    root = tools.install_cli(tmp_path / "state", tmp_path / "cache", files.root.as_uri(), "amd64")
+    assert (root / "bin" / "pulumi").read_bytes() == cli_files()["pulumi/pulumi"]
+    assert files.requests == [], "read from the directory, not over HTTP"
+
+
 def test_a_wrong_checksum_installs_nothing(
     files: LocalFiles, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -204,3 +204,27 @@ def test_host_gw_is_refused_across_aws_zones() -> None:
     raw["aws"]["availabilityZones"] = raw["aws"]["availabilityZones"][:1]
     raw["cni"] = {"plugin": "flannel", "flannelBackend": "host-gw"}
     assert parse_cluster(raw).cni.backend == "host-gw"
+
+
+@pytest.mark.parametrize(
+    ("mirror", "accepted"),
+    [
+        ("https://mirror.example/files", True),
+        ("http://10.0.0.5:8080", True),
+        ("file:///srv/kubesmith-mirror", True),
+        ("file://srv/mirror", False),
+        ("ftp://mirror.example/files", False),
+        ("/srv/mirror", False),
+    ],
+)
+def test_a_mirror_is_a_served_url_or_a_local_directory(mirror: str, accepted: bool) -> None:
+    raw = stack_cluster("local")
+    raw["artifacts"] = {"mirrorBaseUrl": mirror}
+    if accepted:
+        assert parse_cluster(raw).artifacts.mirror_base_url == mirror
+    else:
+        assert problems(raw) == [
+            "kubesmith:cluster.artifacts.mirrorBaseUrl: must be an http(s) URL such as "
+            "https://mirror.example/files or a directory as file:///srv/mirror, "
+            f"got {mirror!r}"
+        ]

@@ -183,9 +183,14 @@ class ArtifactsSpec(_Model):
     @field_validator("mirror_base_url")
     @classmethod
     def _mirror(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+        if value is None:
+            return value
+        # A served mirror, or a directory on the controller (`kubesmith artifacts fetch
+        # --dest DIR` fills either).
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?|file:///\S*", value):
             raise ValueError(
-                f"must be an http(s) URL such as https://mirror.example/files, got {value!r}"
+                "must be an http(s) URL such as https://mirror.example/files or a directory "
+                f"as file:///srv/mirror, got {value!r}"
             )
         return value
 

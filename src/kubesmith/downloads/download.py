@@ -145,6 +145,13 @@ def is_verified(download: Download, path: Path) -> bool:
     )
 
 
+#: How a site without internet supplies what kubesmith downloads, for error messages.
+SUPPLY_OFFLINE = (
+    "set kubesmith:cluster.artifacts.mirrorBaseUrl to a mirror (https://...) or a directory "
+    "(file:///...) that `kubesmith artifacts fetch --dest DIR` filled on a machine with internet"
+)
+
+
 def fetch(
     download: Download,
     path: Path | None = None,
@@ -181,8 +188,7 @@ def fetch(
             f"{download.url}: download of {download.label} failed: {reason}",
             url=download.url,
             reason=reason,
-            hint="offline? set kubesmith:cluster.artifacts.mirrorBaseUrl to a mirror of the "
-            "release files, or artifacts.source: distro",
+            hint=f"offline? {SUPPLY_OFFLINE}, or artifacts.source: distro",
         ) from None
     if got != download.checksum:
         partial.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from kubesmith import versions
 from kubesmith.downloads.download import (
+    SUPPLY_OFFLINE,
     ByteProgress,
     Download,
     fetch,
@@ -44,8 +45,6 @@ from kubesmith.errors import DownloadError, KubesmithError, ToolMissingError
 #: The CLI tarball's top directory; its files go to the install tree's bin/.
 _CLI_ARCHIVE_DIR = "pulumi"
 CLI_BIN = "bin"
-#: The setting that points every download at a mirror (named in the offline error).
-MIRROR_SETTING = "kubesmith:cluster.artifacts.mirrorBaseUrl"
 
 
 def controller_arch() -> str:
@@ -190,8 +189,8 @@ def _fetch_or_explain(download: Download, progress: ByteProgress | None) -> None
         fetch(download, progress=progress)
     except DownloadError as exc:
         raise ToolMissingError(
-            f"cannot download {download.label} from {exc.url} ({exc.reason}); offline? set "
-            f"{MIRROR_SETTING} to a mirror that serves it (kubesmith artifacts fetch)"
+            f"cannot download {download.label} from {exc.url} ({exc.reason}); offline? "
+            f"{SUPPLY_OFFLINE}"
         ) from None
 
 
