@@ -160,6 +160,18 @@ class AwsSpec(_Model):
 ArtifactSource = Literal["distro", "release"]
 
 
+def mirror_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a mirror base, or None: a served mirror (http/https) or a
+    directory on the controller (file:///DIR; `kubesmith artifacts fetch --dest DIR` fills
+    either)."""
+    if re.fullmatch(r"https?://[^/\s]+(/\S*)?|file:///\S*", url):
+        return None
+    return (
+        "must be an http(s) URL such as https://mirror.example/files or a directory "
+        f"as file:///srv/mirror, got {url!r}"
+    )
+
+
 class ArtifactsSpec(_Model):
     """Where node components (etcd, containerd, runc, CNI plugins, crictl) come from.
 
@@ -183,15 +195,9 @@ class ArtifactsSpec(_Model):
     @field_validator("mirror_base_url")
     @classmethod
     def _mirror(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        # A served mirror, or a directory on the controller (`kubesmith artifacts fetch
-        # --dest DIR` fills either).
-        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?|file:///\S*", value):
-            raise ValueError(
-                "must be an http(s) URL such as https://mirror.example/files or a directory "
-                f"as file:///srv/mirror, got {value!r}"
-            )
+        problem = None if value is None else mirror_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("components")

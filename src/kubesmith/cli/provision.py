@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -16,6 +15,7 @@ from kubesmith.provision import target as targets
 from kubesmith.provision.provisioner import TAGS, Options, Outcome, provision
 from kubesmith.provision.recap import Progress, pki_summary, recap_table
 from kubesmith.provision.variables import BINARIES_VAR
+from kubesmith.spec import mirror_problem
 
 etcd_app = typer.Typer(help="etcd backups: snapshot now, restore a snapshot.", no_args_is_help=True)
 
@@ -60,8 +60,9 @@ def _target(
         return targets.for_stack(stack)
     assert inventory is not None
     chosen: Literal["distro", "release"] | None = source  # type: ignore[assignment]
-    if mirror is not None and not re.fullmatch(r"https?://\S+", mirror):
-        raise UserError(f"--mirror: must be an http(s) URL, got {mirror!r}")
+    problem = None if mirror is None else mirror_problem(mirror)
+    if problem:
+        raise UserError(f"--mirror: {problem}")
     return targets.for_inventory(inventory, chosen, mirror)
 
 
