@@ -52,12 +52,14 @@ def lab(prefix: str, planes: int, workers: int = 0) -> Iterator[tuple[Path, list
         destroy_lab(name)
 
 
-def _nodes_cpu_seconds(names: list[str]) -> float:
+def nodes_cpu_seconds(names: list[str]) -> float:
+    """CPU time the instances ``names`` used since they started (their cgroups)."""
     client = connect()
     return float(sum(client.instances.get(name).state().cpu["usage"] for name in names)) / 1e9
 
 
-def _children_cpu_seconds() -> float:
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (Ansible, the provider server)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -84,7 +86,7 @@ def timed_run(
     inventory: Path, nodes: list[str], options: Options, on_event: EventHandler | None = None
 ) -> Run:
     """One provisioning run of ``inventory``: wall time, changes, and the CPU it cost."""
-    node_cpu, controller_cpu = _nodes_cpu_seconds(nodes), _children_cpu_seconds()
+    node_cpu, controller_cpu = nodes_cpu_seconds(nodes), children_cpu_seconds()
     started = time.monotonic()
     outcome = provision(for_inventory(inventory), options, on_event)
     seconds = time.monotonic() - started
@@ -92,8 +94,8 @@ def timed_run(
     return Run(
         seconds,
         sum(s.changed for s in outcome.run.stats.values()),
-        _nodes_cpu_seconds(nodes) - node_cpu,
-        _children_cpu_seconds() - controller_cpu,
+        nodes_cpu_seconds(nodes) - node_cpu,
+        children_cpu_seconds() - controller_cpu,
     )
 
 
