@@ -20,7 +20,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from bench.labrun import Run, bench_home, lab, ratio_row, row, timed_run
+from bench.labrun import Run, bench_home, lab, prepare_stack, ratio_row, row, timed_run
 from kubesmith.provision.provisioner import Options
 
 SHAPES = ((1, 2), (3, 2))
@@ -69,6 +69,8 @@ def run() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     cold: dict[str, float] = {}
     with bench_home("bench-cluster-"):
+        # Labs come from the local stack's image: built first, with its node base if it has one.
+        _, node_base = prepare_stack("local")
         for planes, workers in SHAPES:
             shape = f"{planes}+{workers}"
             with lab(f"bench-cl-{planes}{workers}", planes, workers) as (inventory, names):
@@ -77,5 +79,7 @@ def run() -> list[dict[str, object]]:
                 rows.append(row(f"cold {shape}", first, TARGETS, roles=roles))
                 again, roles = _timed_site_run(inventory, names)
                 rows.append(row(f"re-run {shape}", again, TARGETS, roles=roles))
+    for found in rows:
+        found["image_node_base"] = node_base
     rows.append(ratio_row("cold 3+2 vs 1+2", cold["3+2"], cold["1+2"], 1.5))
     return rows

@@ -14,28 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from kubesmith.local import daemon
-from kubesmith.local.connection import connect, socket_path
-from kubesmith.local.host import init_host
-from kubesmith.local.image import build_image
+from bench.labrun import prepare_stack
 from kubesmith.local.lab import create_lab, destroy_lab
-from kubesmith.local.stackspec import load_lxd_spec
 
 REPO = Path(__file__).resolve().parents[1]
 #: The stack whose settings labs copy; another one (and KUBESMITH_PROJECT) to compare setups.
 STACK = os.environ.get("KUBESMITH_BENCH_STACK", "local")
 SIZES = (1, 3, 6)
-
-
-def _prepare() -> str:
-    """Make sure the stack's LXD objects and image exist; returns the pool's storage driver."""
-    _, lxd = load_lxd_spec(STACK)
-    daemon.ensure_daemon(socket_path())
-    daemon.raise_kernel_limits()
-    client = connect()
-    init_host(client, STACK, lxd)
-    build_image(client, lxd.image)
-    return str(client.storage_pools.get(lxd.storage_pool).driver)
 
 
 def _timed_lab(nodes: int) -> dict[str, object]:
@@ -77,11 +62,12 @@ def run() -> list[dict[str, object]]:
         os.environ["KUBESMITH_HOME"] = home
         os.environ.setdefault("KUBESMITH_PROJECT", str(REPO))
         try:
-            driver = _prepare()
+            driver, node_base = prepare_stack(STACK)
             rows = [_timed_lab(nodes) for nodes in SIZES]
             rows.append(_timed_rerun(3))
             for row in rows:
                 row["storage"] = driver
+                row["image_node_base"] = node_base
         finally:
             for key, value in saved.items():
                 if value is None:

@@ -19,8 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubesmith.local.connection import connect
+from kubesmith.local import daemon
+from kubesmith.local.connection import connect, socket_path
+from kubesmith.local.host import init_host
+from kubesmith.local.image import build_stack_image, stack_node_base
 from kubesmith.local.lab import create_lab, destroy_lab
+from kubesmith.local.stackspec import load_lxd_spec
 from kubesmith.provision.provisioner import Options, provision
 from kubesmith.provision.runner import EventHandler
 from kubesmith.provision.target import for_inventory
@@ -39,6 +43,18 @@ def bench_home(prefix: str) -> Iterator[None]:
                 os.environ.pop("KUBESMITH_HOME", None)
             else:
                 os.environ["KUBESMITH_HOME"] = previous
+
+
+def prepare_stack(stack: str) -> tuple[str, int]:
+    """Make sure the stack's LXD objects and image exist (not timed): the storage pool's
+    driver, and how many node-base packages the image carries."""
+    spec, lxd = load_lxd_spec(stack)
+    daemon.ensure_daemon(socket_path())
+    daemon.raise_kernel_limits()
+    client = connect()
+    init_host(client, stack, lxd)
+    build_stack_image(client, spec)
+    return str(client.storage_pools.get(lxd.storage_pool).driver), len(stack_node_base(spec))
 
 
 @contextmanager

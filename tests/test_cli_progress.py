@@ -15,13 +15,18 @@ from kubesmith.errors import KubesmithError
 from kubesmith.local.image import BuildResult
 from kubesmith.program import automation
 from kubesmith.progress import Reporter
+from kubesmith.spec import ClusterSpec
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
 def _fake_build(fail: bool = False) -> Any:
-    def build(_client: object, alias: str, *, reporter: Reporter, **_: object) -> BuildResult:
+    def build(
+        _client: object, spec: ClusterSpec, *, reporter: Reporter, **_: object
+    ) -> BuildResult:
+        assert spec.lxd is not None
+        alias = spec.lxd.image
         reporter.note(f"node image {alias}: inputs changed; building")
         reporter.phase("debootstrap bookworm", 1, 4)
         reporter.detail("retrieved 87 packages")
@@ -44,7 +49,7 @@ def fake_lxd(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_progress_shows_phases_on_stderr_and_the_result_on_stdout(
     fake_lxd: pytest.MonkeyPatch,
 ) -> None:
-    fake_lxd.setattr(image_cli, "build_image", _fake_build())
+    fake_lxd.setattr(image_cli, "build_stack_image", _fake_build())
     result = runner.invoke(app, ["image", "build"])
     assert result.exit_code == 0, result.output
     assert "node image kubesmith-node: inputs changed; building (" in result.stderr
@@ -56,7 +61,7 @@ def test_progress_shows_phases_on_stderr_and_the_result_on_stdout(
 
 @pytest.mark.parametrize("how", [["--quiet"], ["-q"], "KUBESMITH_QUIET=1"])
 def test_quiet_keeps_only_the_result(fake_lxd: pytest.MonkeyPatch, how: list[str] | str) -> None:
-    fake_lxd.setattr(image_cli, "build_image", _fake_build())
+    fake_lxd.setattr(image_cli, "build_stack_image", _fake_build())
     if isinstance(how, str):
         fake_lxd.setenv(*how.split("="))
         how = []
@@ -70,7 +75,7 @@ def test_quiet_keeps_only_the_result(fake_lxd: pytest.MonkeyPatch, how: list[str
 
 
 def test_quiet_keeps_errors(fake_lxd: pytest.MonkeyPatch) -> None:
-    fake_lxd.setattr(image_cli, "build_image", _fake_build(fail=True))
+    fake_lxd.setattr(image_cli, "build_stack_image", _fake_build(fail=True))
     result = runner.invoke(app, ["--quiet", "image", "build"])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
@@ -81,7 +86,7 @@ def test_quiet_keeps_errors(fake_lxd: pytest.MonkeyPatch) -> None:
 def test_without_quiet_a_failed_phase_says_so_before_the_error(
     fake_lxd: pytest.MonkeyPatch,
 ) -> None:
-    fake_lxd.setattr(image_cli, "build_image", _fake_build(fail=True))
+    fake_lxd.setattr(image_cli, "build_stack_image", _fake_build(fail=True))
     result = runner.invoke(app, ["image", "build"])
     lines = result.stderr.splitlines()
     assert lines[-2].startswith("[1/4] debootstrap bookworm: failed after ")

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from kubesmith.local import image
-from kubesmith.local.image import Recipe, dpkg_filters, excluded, make_recipe, read_overlay
+from kubesmith.local.image import (
+    Recipe,
+    dpkg_filters,
+    excluded,
+    make_recipe,
+    node_base_commands,
+    read_overlay,
+    stack_node_base,
+)
+from kubesmith.provision.packages import node_image_packages
+from tests.clusterlab import local_spec
 
 DEBIAN = """\
 Types: deb
@@ -52,6 +62,7 @@ def test_hash_is_stable_for_the_same_inputs(etc_apt: Path, recipe: Recipe) -> No
         {"apt_sources": DEBIAN.replace("main", "main contrib")},
         {"architecture": "arm64"},
         {"units": ("systemd-networkd.service",)},
+        {"node_base": ("containerd", "runc")},
     ],
 )
 def test_any_changed_input_changes_the_hash(recipe: Recipe, change: dict[str, object]) -> None:
@@ -93,3 +104,36 @@ def test_overlay_is_read_with_relative_paths_and_modes(tmp_path: Path) -> None:
 def test_slim_filters_follow_dpkg_last_match_wins(path: str, removed: bool) -> None:
     config = read_overlay()[image.SLIM_CONFIG][0]
     assert excluded(path, dpkg_filters(config)) is removed
+
+
+def test_the_node_base_package_list_is_an_input_in_any_order(etc_apt: Path, recipe: Recipe) -> None:
+    base = make_recipe("amd64", etc_apt, node_base=("runc", "containerd"))
+    assert base.node_base == ("containerd", "runc")
+    assert make_recipe("amd64", etc_apt, ["containerd", "runc"]).input_hash() == base.input_hash()
+    more = make_recipe("amd64", etc_apt, node_base=("containerd", "runc", "haproxy"))
+    assert len({recipe.input_hash(), base.input_hash(), more.input_hash()}) == 3
+
+
+def test_a_stack_image_carries_its_node_base_unless_switched_off() -> None:
+    spec = local_spec()
+    assert stack_node_base(spec) == node_image_packages(spec)
+    assert {"containerd", "etcd-server", "haproxy", "iptables"} <= set(stack_node_base(spec))
+    released = local_spec(artifacts={"source": "release"})
+    assert stack_node_base(released) == ("conntrack", "haproxy", "iptables")
+    assert stack_node_base(local_spec(lxd={"imageNodeBase": False})) == ()
+
+
+def test_the_node_base_is_installed_like_node_prep_does_in_the_chroot() -> None:
+    update, install = node_base_commands(Path("/build/rootfs"), ["containerd", "runc"])
+    chroot = ["env", "DEBIAN_FRONTEND=noninteractive", "chroot", "/build/rootfs", "apt-get"]
+    assert update[:5] == install[:5] == chroot
+    assert update[-1] == "update"
+    assert "Acquire::Languages=none" in update
+    assert install[install.index("install") + 1] == "--no-install-recommends"
+    options = [install[i + 1] for i, arg in enumerate(install) if arg == "-o"]
+    assert {
+        "Dpkg::Options::=--force-confdef",
+        "Dpkg::Options::=--force-confold",
+        "Dpkg::Options::=--force-unsafe-io",
+    } <= set(options)
+    assert install[-3:] == ["--", "containerd", "runc"]

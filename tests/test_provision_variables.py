@@ -9,7 +9,9 @@ import pytest
 from kubesmith import versions
 from kubesmith.downloads import download
 from kubesmith.nodes import Node
-from kubesmith.provision.inventory import build_inventory, dump_inventory
+from kubesmith.provision import kubernetes
+from kubesmith.provision.inventory import api_endpoint, build_inventory, dump_inventory
+from kubesmith.provision.packages import node_image_packages
 from kubesmith.provision.target import ArtifactSettings, Target, for_inventory
 from kubesmith.provision.variables import node_base_variables, release_needs
 from kubesmith.spec import parse_cluster
@@ -93,3 +95,53 @@ def test_pki_bundles_follow_the_groups(target: Target) -> None:
     assert "etcd/ca.key" not in plane
     # The variables name the controller's archive, never key material.
     assert "PRIVATE" not in str(bundles["t1-cp-1"])
+
+
+def _ha_target(tmp_path: Path, **artifacts: object) -> Target:
+    spec = parse_cluster(
+        {
+            "name": "t1",
+            "backend": "lxd",
+            "controlPlanes": 3,
+            "workers": 1,
+            "lxd": {},
+            "artifacts": artifacts,
+        }
+    )
+    nodes = [
+        *(Node(f"t1-cp-{n}", "control_plane", f"10.203.0.1{n}", None, "root") for n in (1, 2, 3)),
+        Node("t1-worker-1", "worker", "10.203.0.21", None, "root"),
+    ]
+    path = tmp_path / "inventory.yml"
+    path.write_text(
+        dump_inventory(build_inventory(spec, nodes, endpoint=api_endpoint(spec, nodes)))
+    )
+    return for_inventory(path)
+
+
+@pytest.mark.parametrize(
+    "artifacts",
+    [{}, {"source": "release"}, {"components": {"etcd": "release", "runc": "release"}}],
+)
+def test_a_node_image_carries_every_package_any_host_would_install(
+    tmp_path: Path, artifacts: dict[str, object]
+) -> None:
+    """node_image_packages is the union of what provisioning hands node_prep, over every
+    host of an HA cluster (etcd members, the API proxy on workers): no more, no less."""
+    target = _ha_target(tmp_path, **artifacts)
+    cluster = target.inventory.cluster
+    pki = Pki(target.pki_dir, cluster)
+    pki.ensure(target.inventory.identities())
+    needs = release_needs(target)
+    planned = {
+        (name, "amd64"): download.node_component(versions.component(name), "amd64", tmp_path)
+        for names in needs.values()
+        for name in names
+    }
+    arch_of = dict.fromkeys(target.inventory.hostvars, "amd64")
+    per_host = node_base_variables(
+        target, pki, planned, arch_of, kubernetes.packages(target, cluster)
+    ).host_packages
+    installed = {package for names in per_host.values() for package in names}
+    assert node_image_packages(cluster.spec) == tuple(sorted(installed))
+    assert "haproxy" in installed

@@ -82,6 +82,9 @@ class LxdSpec(_Model):
     memory: StrictStr = "2GiB"
     storage_pool: StrictStr = "kubesmith"
     image: StrictStr = "kubesmith-node"
+    #: Bake the node base's Debian packages (kubesmith.provision.packages) into the built
+    #: image, so provisioning a node from it runs no apt transaction.
+    image_node_base: StrictBool = True
     #: An image alias on a remote (``images:debian/12``) for users with internet access.
     remote_image: StrictStr | None = None
 

@@ -34,7 +34,7 @@ import pytest
 from kubesmith.local import daemon
 from kubesmith.local.connection import connect, is_managed, label, socket_path
 from kubesmith.local.host import gateway_interface, host_routes, init_host, lxd_networks
-from kubesmith.local.image import build_image
+from kubesmith.local.image import build_stack_image
 from kubesmith.local.instances import delete_node, managed_instances
 from kubesmith.local.lab import SSH_USER, Lab, create_lab, destroy_lab
 from kubesmith.local.ssh import KnownHosts, load_key, open_ssh
@@ -153,7 +153,7 @@ def lxd_ready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LxdHost]:
         client = connect(socket)
         remove_stale(client)
         init_host(client, STACK, lxd)
-        build_image(client, lxd.image)
+        build_stack_image(client, spec)
         patch.undo()
         yield LxdHost(STACK, spec, lxd, socket)
 

@@ -42,6 +42,7 @@ import yaml
 from cryptography import x509
 
 from kubesmith.apps import check_objects
+from kubesmith.local.image import stack_node_base
 from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.provision import flags
 from kubesmith.spec import ClusterSpec, parse_cluster
@@ -200,6 +201,25 @@ def test_second_run_changes_nothing(cluster: Cluster) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 hosts provisioned, 0 changes" in result.stdout, result.stdout
+
+
+def test_nodes_from_a_node_base_image_run_no_apt(cluster: Cluster, lxd_ready: LxdHost) -> None:
+    """The stack's image carries every package site.yml needs (lxd.imageNodeBase): node_prep
+    found nothing missing, so no node ran apt; Debian's own services run only where a role
+    started them, with its configuration."""
+    if not stack_node_base(lxd_ready.spec):
+        pytest.skip("the stack's image has no node base (lxd.imageNodeBase: false)")
+    probe = (
+        "ls /var/lib/apt/lists/*_Packages /usr/local/lib/kubesmith/node-prep-packages.sh"
+        " 2>/dev/null | wc -l; systemctl is-enabled etcd containerd haproxy || true"
+    )
+    for host in cluster.hosts:
+        apt_files, *enabled = cluster.run(host, probe).stdout.split()
+        assert apt_files == "0", f"{host}: apt ran"
+        etcd, containerd, haproxy = enabled
+        assert etcd == ("enabled" if host in cluster.control_planes else "disabled"), host
+        assert containerd == "enabled", host
+        assert haproxy == ("disabled" if host in cluster.control_planes else "enabled"), host
 
 
 def test_check_mode_changes_nothing_and_a_run_restores_what_was_lost(cluster: Cluster) -> None:
@@ -567,7 +587,9 @@ def prepare_rootfs(cluster: Cluster, host: str) -> None:
     """A busybox root file system on ``host`` for test containers (no registry needed)."""
     cluster.run(
         host,
-        "set -e; DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null; "
+        # Nodes from a node-base image have no package index: provisioning needed none.
+        "set -e; ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || apt-get update -q >/dev/null; "
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null; "
         f"mkdir -p {ROOTFS}/bin {ROOTFS}/www/cgi-bin; cp /bin/busybox {ROOTFS}/bin/; "
         f"ln -sf busybox {ROOTFS}/bin/sh; "
         "printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' "

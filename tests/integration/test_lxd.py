@@ -13,7 +13,7 @@ from kubesmith.cli import app
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.local.connection import labels
 from kubesmith.local.host import init_host, profile_name, storage_driver
-from kubesmith.local.image import HASH_PROPERTY, build_image, make_recipe
+from kubesmith.local.image import HASH_PROPERTY, build_stack_image, make_recipe, stack_node_base
 from kubesmith.local.instances import ImageSource, NodeSpec, ensure_node, get_instance
 from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.spec import LxdSpec
@@ -31,8 +31,9 @@ def test_init_again_changes_nothing(lxd_ready: LxdHost) -> None:
 def test_unchanged_image_is_not_rebuilt(lxd_ready: LxdHost) -> None:
     client = lxd_ready.client()
     current = client.images.get_by_alias(lxd_ready.lxd.image)
-    assert current.properties[HASH_PROPERTY] == make_recipe().input_hash()
-    result = build_image(client, lxd_ready.lxd.image)
+    recipe = make_recipe(node_base=stack_node_base(lxd_ready.spec))
+    assert current.properties[HASH_PROPERTY] == recipe.input_hash()
+    result = build_stack_image(client, lxd_ready.spec)
     assert result.built is False
     assert result.fingerprint == current.fingerprint
 

@@ -34,6 +34,7 @@ import yaml
 
 from kubesmith import versions
 from kubesmith.errors import KubesmithError
+from kubesmith.local.image import stack_node_base
 from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.provision.provisioner import Options, provision
 from kubesmith.provision.target import for_inventory
@@ -256,16 +257,21 @@ def test_wrong_release_checksum_fails_before_any_node_changes(
         assert untouched.stdout.count("No such file or directory") == 3, untouched.stdout
 
 
-def test_check_run_on_fresh_nodes_changes_nothing(lab: LabNodes) -> None:
+def test_check_run_on_fresh_nodes_changes_nothing(lab: LabNodes, lxd_ready: LxdHost) -> None:
     result = kubesmith("provision", "-i", str(lab.inventory), "--tags", TAGS, "--check")
     assert "changes would be made" in result.stdout
     assert "0 changes would be made" not in result.stdout
+    # From the image: etcd's package when it carries the node base, never a running etcd.
+    baked = "etcd-server" in stack_node_base(lxd_ready.spec)
     for host in (CP1, CP2, CP3):
         untouched = lab.run(
-            host, "ls /etc/kubernetes /etc/etcd 2>&1; dpkg -s etcd-server 2>&1 || true"
+            host,
+            "ls /etc/kubernetes /etc/etcd 2>&1; dpkg -s etcd-server 2>&1 || true; "
+            "systemctl is-active etcd || true",
         )
         assert untouched.stdout.count("No such file or directory") == 2, untouched.stdout
-        assert "is not installed" in untouched.stdout
+        assert ("is not installed" not in untouched.stdout) is baked, untouched.stdout
+        assert untouched.stdout.split()[-1] == "inactive"
 
 
 # --- a killed run, then convergence -------------------------------------------------------
@@ -285,7 +291,11 @@ def _events_started(artifacts: Path, task: str) -> bool:
     return False
 
 
-def test_run_killed_midway_converges_on_rerun(lab: LabNodes) -> None:
+def test_run_killed_midway_converges_on_rerun(lab: LabNodes, lxd_ready: LxdHost) -> None:
+    if "containerd" in stack_node_base(lxd_ready.spec):
+        # The image carries the node base: take a package away so there is apt work to kill.
+        for host in (CP1, CP2, CP3):
+            lab.run(host, "dpkg --remove containerd >/dev/null")
     artifacts = lab.inventory.parent / "ansible" / "artifacts"
     before = set(artifacts.glob("*")) if artifacts.exists() else set()
     process = subprocess.Popen(

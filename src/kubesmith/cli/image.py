@@ -7,7 +7,7 @@ import typer
 from kubesmith.cli.console import out, reporter
 from kubesmith.cli.options import LocalStack
 from kubesmith.local.connection import connect
-from kubesmith.local.image import build_image
+from kubesmith.local.image import build_stack_image
 from kubesmith.local.stackspec import load_lxd_spec
 from kubesmith.progress import duration
 
@@ -26,13 +26,13 @@ def build(
     ),
 ) -> None:
     """Build the image under lxd.image (skipped when unchanged, or when lxd.remoteImage is set)."""
-    _, lxd = load_lxd_spec(stack)
+    spec, lxd = load_lxd_spec(stack)
     if lxd.remote_image:
         out.print(f"stack {stack} uses lxd.remoteImage {lxd.remote_image}; nothing to build")
         return
     client = connect()
     with reporter() as progress:
-        result = build_image(client, lxd.image, force=force, reporter=progress)
+        result = build_stack_image(client, spec, force=force, reporter=progress)
     state = "built" if result.built else "up to date"
     out.print(
         f"image {result.alias}: {state} in {duration(result.seconds)} "

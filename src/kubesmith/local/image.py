@@ -1,9 +1,10 @@
 """Build the Debian node image with debootstrap and import it into LXD, cached by content hash.
 
-The image is small (minbase plus what a node needs to boot and be reached over SSH) and
-carries nothing specific to a stack or a node: no SSH key (injected when a node is created),
-no host keys (generated on first boot), an empty machine-id. A hash over every build input is
-stored as an image property; a build whose inputs did not change is a no-op.
+The image is small (minbase plus what a node needs to boot and be reached over SSH), by
+default with the node base's Debian packages installed (``lxd.imageNodeBase``: provisioning
+then runs no apt), and carries nothing specific to a node: no SSH key (injected when a node
+is created), no host keys (generated on first boot), an empty machine-id. A hash over every
+build input is stored as an image property; a build whose inputs did not change is a no-op.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,9 @@ from kubesmith.local.aptsources import archive_mirror, image_sources, render_deb
 from kubesmith.local.daemon import has_tool
 from kubesmith.local.debootstrap import DebootstrapProgress
 from kubesmith.progress import SILENT, Reporter
+from kubesmith.provision.packages import node_image_packages
 from kubesmith.resources import package_file
+from kubesmith.spec import ClusterSpec
 from kubesmith.state.paths import state_dir
 
 RELEASE = "bookworm"
@@ -57,13 +60,16 @@ MASKED_UNITS = ("systemd-binfmt.service",)
 #: Files copied into the image as they are (paths relative to the image's root).
 OVERLAY = package_file("local", "rootfs")
 SLIM_CONFIG = "etc/dpkg/dpkg.cfg.d/kubesmith-slim"
-#: The build's steps, as the user sees them numbered.
-_STEPS = 4
+#: Keeps the node base's services from starting while dpkg installs them (each role starts
+#: its own, configured); removed again before the image is packed.
+POLICY_RC_D = "usr/sbin/policy-rc.d"
 #: Bumped when a build step changes in a way the other inputs do not show.
 RECIPE_VERSION = 1
 
 MANAGED_PROPERTY = "kubesmith.managed"
 HASH_PROPERTY = "kubesmith.input_hash"
+#: The node base's packages the image carries, space-separated (empty: none).
+NODE_BASE_PROPERTY = "kubesmith.node_base"
 #: dpkg architecture -> LXD architecture name.
 _LXD_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
@@ -80,6 +86,8 @@ class Recipe:
     apt_sources: str
     mirror: str
     overlay: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: The node base's Debian packages installed on top (empty: none).
+    node_base: tuple[str, ...] = ()
 
     def input_hash(self) -> str:
         data = {"recipe_version": RECIPE_VERSION, **self.__dict__}
@@ -113,7 +121,11 @@ def dpkg_architecture() -> str:
     return result.stdout.strip()
 
 
-def make_recipe(architecture: str | None = None, etc_apt: Path = Path("/etc/apt")) -> Recipe:
+def make_recipe(
+    architecture: str | None = None,
+    etc_apt: Path = Path("/etc/apt"),
+    node_base: Sequence[str] = (),
+) -> Recipe:
     sources = image_sources(RELEASE, etc_apt)
     return Recipe(
         release=RELEASE,
@@ -124,7 +136,14 @@ def make_recipe(architecture: str | None = None, etc_apt: Path = Path("/etc/apt"
         apt_sources=render_deb822(sources),
         mirror=archive_mirror(sources, RELEASE),
         overlay=read_overlay(),
+        node_base=tuple(sorted(set(node_base))),
     )
+
+
+def stack_node_base(spec: ClusterSpec) -> tuple[str, ...]:
+    """The node base packages the image of a stack carries (none with imageNodeBase false)."""
+    assert spec.lxd is not None
+    return node_image_packages(spec) if spec.lxd.image_node_base else ()
 
 
 def find_image(client: pylxd.Client, alias: str) -> pylxd.models.Image | None:
@@ -270,6 +289,89 @@ def _customise(recipe: Recipe, rootfs: Path, log: Path) -> None:
     sources.write_text(recipe.apt_sources, encoding="utf-8")
     _run(["chroot", str(rootfs), "systemctl", "enable", *recipe.units], "systemctl enable", log)
     _run(["chroot", str(rootfs), "systemctl", "mask", *recipe.masked_units], "systemctl mask", log)
+
+
+def node_base_commands(rootfs: Path, packages: Sequence[str]) -> list[list[str]]:
+    """The chroot's apt runs: node_prep's options (no recommends, keep existing conffiles,
+    no translated index), dpkg without fsync (the tree is packed right after)."""
+    apt = [
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "chroot",
+        str(rootfs),
+        "apt-get",
+        "-q",
+        "-y",
+        "-o",
+        "Dpkg::Use-Pty=0",
+        "-o",
+        "Acquire::Languages=none",
+    ]
+    dpkg_options = [
+        argument
+        for option in ("--force-confdef", "--force-confold", "--force-unsafe-io")
+        for argument in ("-o", f"Dpkg::Options::={option}")
+    ]
+    return [
+        [*apt, "update"],
+        [
+            *apt,
+            "install",
+            "--no-install-recommends",
+            *dpkg_options,
+            "--",
+            *packages,
+        ],
+    ]
+
+
+def _enabled_links(rootfs: Path) -> set[str]:
+    """Units enabled in the tree: the symlinks in systemd's ``*.wants`` directories."""
+    return {link.name for link in (rootfs / "etc/systemd/system").glob("*.wants/*")}
+
+
+def _install_node_base(recipe: Recipe, rootfs: Path, log: Path, reporter: Reporter) -> None:
+    """Install the node base's packages in the tree, their services not started or enabled.
+
+    The roles write each service's configuration and enable and start it themselves; a node
+    booting from the image must not start Debian's stock etcd, containerd or haproxy first.
+    """
+    policy = rootfs / POLICY_RC_D
+    policy.write_text("#!/bin/sh\nexit 101\n", encoding="utf-8")
+    policy.chmod(0o755)
+    # apt resolves the mirror inside the tree; the image itself keeps no resolver.
+    shutil.copyfile("/etc/resolv.conf", rootfs / "etc/resolv.conf")
+    proc = rootfs / "proc"
+    subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
+    enabled_before = _enabled_links(rootfs)
+    unpacked = 0
+
+    def on_line(line: str) -> None:
+        nonlocal unpacked
+        if line.startswith("Unpacking "):
+            unpacked += 1
+            reporter.detail(f"unpacked {unpacked} packages")
+
+    try:
+        update, install = node_base_commands(rootfs, recipe.node_base)
+        reporter.detail("package index")
+        _run(update, "apt-get update", log)
+        _run(install, "apt-get install", log, on_line)
+        newly_enabled = sorted(_enabled_links(rootfs) - enabled_before)
+        if newly_enabled:
+            _run(
+                ["chroot", str(rootfs), "systemctl", "disable", *newly_enabled],
+                "systemctl disable",
+                log,
+            )
+    finally:
+        subprocess.run(["umount", str(proc)], check=False)
+        policy.unlink(missing_ok=True)
+        (rootfs / "etc/resolv.conf").unlink(missing_ok=True)
+
+
+def _clean_apt(rootfs: Path, log: Path) -> None:
+    """No downloaded packages or package index in the image (the index is stale by use)."""
     _run(["chroot", str(rootfs), "apt-get", "clean"], "apt-get clean", log)
     shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
     (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True)
@@ -283,9 +385,13 @@ def _metadata(recipe: Recipe, input_hash: str) -> bytes:
         "properties": {
             "os": "debian",
             "release": recipe.release,
-            "description": f"kubesmith node (Debian {recipe.release}, {input_hash[:12]})",
+            "description": (
+                f"kubesmith node (Debian {recipe.release}"
+                f"{', node base' if recipe.node_base else ''}, {input_hash[:12]})"
+            ),
             MANAGED_PROPERTY: "true",
             HASH_PROPERTY: input_hash,
+            NODE_BASE_PROPERTY: " ".join(recipe.node_base),
         },
     }
     payload = yaml.safe_dump(document, sort_keys=False).encode()
@@ -321,19 +427,35 @@ def _import(
     return str(image.fingerprint)
 
 
+def build_stack_image(
+    client: pylxd.Client,
+    spec: ClusterSpec,
+    *,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+) -> BuildResult:
+    """The image a stack's nodes launch from: ``lxd.image``, with the stack's node base."""
+    assert spec.lxd is not None
+    return build_image(
+        client, spec.lxd.image, node_base=stack_node_base(spec), force=force, reporter=reporter
+    )
+
+
 def build_image(
     client: pylxd.Client,
     alias: str,
     *,
+    node_base: Sequence[str] = (),
     force: bool = False,
     reporter: Reporter = SILENT,
 ) -> BuildResult:
     """Build and import the node image under ``alias`` unless an identical one is there.
 
-    A build reports four numbered phases to ``reporter``, debootstrap's progress as details.
+    A build reports numbered phases to ``reporter`` (four, five with a node base),
+    debootstrap's and apt's progress as details.
     """
     started = time.monotonic()
-    recipe = make_recipe()
+    recipe = make_recipe(node_base=node_base)
     input_hash = recipe.input_hash()
     with _build_lock(reporter):
         previous = find_image(client, alias)
@@ -361,12 +483,19 @@ def build_image(
             "no image yet" if previous is None else "rebuild forced" if force else "inputs changed"
         )
         reporter.note(f"node image {alias}: {reason}; building (a few minutes)")
+        steps = 5 if recipe.node_base else 4
         try:
-            reporter.phase(f"debootstrap {recipe.release}", 1, _STEPS)
+            reporter.phase(f"debootstrap {recipe.release}", 1, steps)
             _debootstrap(recipe, rootfs, log, reporter)
-            reporter.phase("configure rootfs", 2, _STEPS)
+            reporter.phase("configure rootfs", 2, steps)
             _customise(recipe, rootfs, log)
-            reporter.phase("pack rootfs", 3, _STEPS)
+            if recipe.node_base:
+                reporter.phase(
+                    f"install the node base ({len(recipe.node_base)} packages)", 3, steps
+                )
+                _install_node_base(recipe, rootfs, log, reporter)
+            _clean_apt(rootfs, log)
+            reporter.phase("pack rootfs", steps - 1, steps)
             # Uncompressed: LXD unpacks plain tar, and gzip would cost more than the upload.
             _run(
                 ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."],
@@ -374,7 +503,7 @@ def build_image(
                 log,
             )
             reporter.detail(f"{tarball.stat().st_size / 1e6:.0f} MB")
-            reporter.phase("import into LXD", 4, _STEPS)
+            reporter.phase("import into LXD", steps, steps)
             fingerprint = _import(client, alias, _metadata(recipe, input_hash), tarball, previous)
         except BaseException:
             # Keep only the log for the error's hint.

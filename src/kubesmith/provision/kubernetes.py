@@ -29,6 +29,7 @@ from kubesmith.downloads import download, kube_binaries
 from kubesmith.downloads.download import Download
 from kubesmith.errors import UserError
 from kubesmith.provision.flags import EXTRA_ARGS_VAR, extra_args_problems
+from kubesmith.provision.packages import API_PROXY_PACKAGES, PACKAGES_BY_GROUP
 from kubesmith.provision.target import Target
 from kubesmith.provision.variables import (
     RELEASE_BIN_DIRS,
@@ -47,13 +48,6 @@ DISTRO_CNI_BIN_DIR = "/usr/lib/cni"
 
 #: Reads the release architecture of hosts (provisioner.probe_architectures).
 Probe = Callable[[Target, Sequence[str]], dict[str, str]]
-
-#: Debian packages the Kubernetes roles need, by inventory group (kube-proxy's iptables and
-#: conntrack, the CNI reconciler's iptables). The roles install what is missing themselves
-#: too, for runs limited to their tags.
-PACKAGES_BY_GROUP = {"k8s_cluster": ("iptables", "conntrack")}
-#: The local HA API proxy (api_proxy role) on nodes without an apiserver.
-API_PROXY_PACKAGES = ("haproxy",)
 
 
 @dataclass(frozen=True)
