@@ -107,6 +107,7 @@ def test_mount_delivery_mounts_only_the_verified_binaries_read_only(tmp_path: Pa
         "source": str(source),
         "path": "/var/lib/kubesmith/releases/kubernetes/1.35.1",
         "readonly": "true",
+        "required": "false",
     }
     assert prepared.mounts[0].name == "kubesmith-kubernetes-1-35-1"
     kubelet = prepared.variables.kubernetes_files[WORKER]["kubelet"]

@@ -22,8 +22,16 @@ from kubesmith.spec import ClusterSpec
 
 
 def device(mount: Mount) -> dict[str, str]:
-    """The LXD device that shows ``mount.source`` at ``mount.path``, read-only."""
-    return {"type": "disk", "source": str(mount.source), "path": mount.path, "readonly": "true"}
+    """The LXD device that shows ``mount.source`` at ``mount.path``, read-only. Not
+    required: a node still starts after the controller's cache was removed (the release role
+    then copies over SSH)."""
+    return {
+        "type": "disk",
+        "source": str(mount.source),
+        "path": mount.path,
+        "readonly": "true",
+        "required": "false",
+    }
 
 
 def attach(mounts: Sequence[Mount]) -> None:
