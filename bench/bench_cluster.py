@@ -9,6 +9,12 @@ binaries; every file, unit, certificate, route and add-on manifest is still writ
   re-run 3+2
 Targets (the speed issue): cold 1+2 <= 25 s, re-run 1+2 <= 4 s, cold 3+2 <= 1.5 x cold 1+2.
 
+With KUBESMITH_BENCH_ARTIFACTS=DIR (filled by `kubesmith artifacts fetch -s local --source
+release --dest DIR` on a machine with internet access) DIR is served on 127.0.0.1 as the
+mirror and the runs install and start the real binaries (mounted into the nodes); the nodes
+still pull the pinned images from their registries. Never run on the project's machines,
+which cannot obtain the binaries.
+
 Each row carries the CPU the nodes and Ansible used and the floor that sets on this machine
 (bench/labrun.py), and `roles`: seconds per role, the sum of its tasks' wall times
 (first start to last end across hosts), from the runner's events.
@@ -17,8 +23,13 @@ Each row carries the CPU the nodes and Ansible used and the floor that sets on t
 from __future__ import annotations
 
 import datetime as dt
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests.clusterlab import serve
 
 from bench.labrun import Run, bench_home, lab, prepare_stack, ratio_row, row, timed_run
 from kubesmith.provision.provisioner import Options
@@ -26,6 +37,8 @@ from kubesmith.provision.provisioner import Options
 SHAPES = ((1, 2), (3, 2))
 #: site.yml without the Kubernetes binaries (see the module doc).
 SITE = Options(extravars={"kubesmith_kubernetes_binaries": False})
+#: A directory in the mirror layout holding the real release files (see the module doc).
+ARTIFACTS_ENV = "KUBESMITH_BENCH_ARTIFACTS"
 TARGETS = {"cold 1+2": 25.0, "re-run 1+2": 4.0}
 _TASK_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
 
@@ -58,26 +71,40 @@ class RoleClock:
         return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
-def _timed_site_run(inventory: Path, names: list[str]) -> tuple[Run, str]:
+@contextmanager
+def _binaries() -> Iterator[tuple[Options, str | None]]:
+    """site.yml's options and the mirror: the real binaries from $KUBESMITH_BENCH_ARTIFACTS,
+    else none."""
+    directory = os.environ.get(ARTIFACTS_ENV)
+    if not directory:
+        yield SITE, None
+        return
+    with serve(Path(directory)) as files:
+        yield Options(extravars={"kubesmith_kubernetes_binaries": True}), files.url
+
+
+def _timed_site_run(
+    inventory: Path, names: list[str], options: Options, mirror: str | None
+) -> tuple[Run, str]:
     """One site.yml run and each role's seconds, slowest first."""
     clock = RoleClock()
-    result = timed_run(inventory, names, SITE, clock)
+    result = timed_run(inventory, names, options, clock, mirror)
     return result, ", ".join(f"{name} {seconds:.1f}" for name, seconds in clock.by_role().items())
 
 
 def run() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     cold: dict[str, float] = {}
-    with bench_home("bench-cluster-"):
+    with bench_home("bench-cluster-"), _binaries() as (options, mirror):
         # Labs come from the local stack's image: built first, with its node base if it has one.
         _, node_base = prepare_stack("local")
         for planes, workers in SHAPES:
             shape = f"{planes}+{workers}"
             with lab(f"bench-cl-{planes}{workers}", planes, workers) as (inventory, names):
-                first, roles = _timed_site_run(inventory, names)
+                first, roles = _timed_site_run(inventory, names, options, mirror)
                 cold[shape] = first.seconds
                 rows.append(row(f"cold {shape}", first, TARGETS, roles=roles))
-                again, roles = _timed_site_run(inventory, names)
+                again, roles = _timed_site_run(inventory, names, options, mirror)
                 rows.append(row(f"re-run {shape}", again, TARGETS, roles=roles))
     for found in rows:
         found["image_node_base"] = node_base

@@ -14,7 +14,7 @@ import resource
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +24,10 @@ from kubesmith.local.connection import connect, socket_path
 from kubesmith.local.host import init_host
 from kubesmith.local.image import build_stack_image, stack_node_base
 from kubesmith.local.lab import create_lab, destroy_lab
+from kubesmith.local.shares import attach
 from kubesmith.local.stackspec import load_lxd_spec
 from kubesmith.provision.provisioner import Options, provision
-from kubesmith.provision.runner import EventHandler
+from kubesmith.provision.runner import EventHandler, RunResult
 from kubesmith.provision.target import for_inventory
 
 
@@ -99,19 +100,36 @@ class Run:
 
 
 def timed_run(
-    inventory: Path, nodes: list[str], options: Options, on_event: EventHandler | None = None
+    inventory: Path,
+    nodes: list[str],
+    options: Options,
+    on_event: EventHandler | None = None,
+    mirror: str | None = None,
 ) -> Run:
-    """One provisioning run of ``inventory``: wall time, changes, and the CPU it cost."""
-    node_cpu, controller_cpu = nodes_cpu_seconds(nodes), children_cpu_seconds()
+    """One provisioning run of ``inventory``: wall time, changes, and the CPU it cost.
+    ``mirror``: release downloads come from there (kubesmith provision --mirror)."""
+    target = for_inventory(inventory, mirror_base_url=mirror)
+    return measured(nodes, lambda: provision(target, options, on_event, attach).run)
+
+
+def measured(nodes: list[str], action: Callable[[], RunResult], *, with_self: bool = False) -> Run:
+    """``action`` (one playbook run) timed, with the CPU the nodes and Ansible spent, plus
+    this process's own (``with_self``: the controller's downloads, checksums, unpacking)."""
+
+    def controller() -> float:
+        own = time.process_time() if with_self else 0.0
+        return children_cpu_seconds() + own
+
+    node_cpu, controller_cpu = nodes_cpu_seconds(nodes), controller()
     started = time.monotonic()
-    outcome = provision(for_inventory(inventory), options, on_event)
+    result = action()
     seconds = time.monotonic() - started
-    outcome.run.raise_for_failure("provisioning")
+    result.raise_for_failure("provisioning")
     return Run(
         seconds,
-        sum(s.changed for s in outcome.run.stats.values()),
+        sum(s.changed for s in result.stats.values()),
         nodes_cpu_seconds(nodes) - node_cpu,
-        children_cpu_seconds() - controller_cpu,
+        controller() - controller_cpu,
     )
 
 

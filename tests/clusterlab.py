@@ -56,9 +56,10 @@ def write_inventory(
 
 
 class LocalFiles:
-    """A real HTTP server on 127.0.0.1 serving ``root`` (a mirror in <host>/<path> layout)."""
+    """A real HTTP server on ``host`` (127.0.0.1 unless a test node must reach it: the
+    project's LXD bridge address) serving ``root`` (a mirror in <host>/<path> layout)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         self.root = root
         self.requests: list[str] = []
         requests = self.requests
@@ -72,13 +73,14 @@ class LocalFiles:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), partial(Handler, directory=str(root))
+            (host, 0), partial(Handler, directory=str(root))
         )
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
 
     def put(self, upstream: str, data: bytes) -> None:
         """Serve ``data`` where a mirror of ``upstream`` keeps it."""
@@ -88,9 +90,9 @@ class LocalFiles:
 
 
 @contextmanager
-def serve(root: Path) -> Iterator[LocalFiles]:
+def serve(root: Path, host: str = "127.0.0.1") -> Iterator[LocalFiles]:
     root.mkdir(parents=True, exist_ok=True)
-    files = LocalFiles(root)
+    files = LocalFiles(root, host)
     files.thread.start()
     try:
         yield files

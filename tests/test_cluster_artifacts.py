@@ -163,7 +163,9 @@ def test_prepare_gives_each_host_the_binaries_of_its_groups(tmp_path: Path) -> N
         "kubelet",
     ]
     assert sorted(per_host["local-worker-1"]) == ["kube-proxy", "kubelet"]
-    assert Path(per_host["local-worker-1"]["kubelet"]).read_bytes() == BINARIES["kubelet"]
+    assert (
+        Path(per_host["local-worker-1"]["kubelet"]["archive"]).read_bytes() == BINARIES["kubelet"]
+    )
     assert [t.label for t in prepared.downloaded] == ["kubernetes 1.35.1 server tarball (amd64)"]
 
 

@@ -22,6 +22,7 @@ import yaml
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
 
 from kubesmith import versions
+from kubesmith.local import shares
 from kubesmith.local.connection import labels
 from kubesmith.nodes import Node, node_plan
 from kubesmith.program import provisioning
@@ -210,8 +211,12 @@ def test_create_writes_the_stack_inventory_and_runs_the_glue(
         pki = PkiReport()
         run = RunResult("successful", 0, stats={"local-cp-1": HostStats(ok=20, changed=3)})
 
-    def fake_provision(chosen: target.Target, _options: object, on_event: Any) -> Outcome:
+    def fake_provision(
+        chosen: target.Target, _options: object, on_event: Any, attach: Any
+    ) -> Outcome:
         calls.append(chosen)
+        # An LXD stack's nodes get the verified binaries mounted (kubesmith.local.shares).
+        assert attach is shares.attach
         # Two events of the run, as ansible-runner sends them: a task of the etcd role that
         # changed something. The outputs carry which roles changed on which host.
         task = {"host": "local-cp-1", "role": "etcd", "task": "Etcd | write the unit"}

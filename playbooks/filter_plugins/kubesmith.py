@@ -78,17 +78,18 @@ def systemd_unit(sections: Mapping[str, Mapping[str, Any]], header: str = "") ->
 
 
 def binary_releases(
-    files: Mapping[str, str], names: list[str], version: str, bin_dir: str
+    files: Mapping[str, Mapping[str, str]], names: list[str], version: str, bin_dir: str
 ) -> list[dict[str, Any]]:
-    """release role items for ``names``, from {binary: verified file on the controller}."""
+    """release role items for ``names``, from {binary: where to take it from} (the controller's
+    verified file, its read-only mount on the node, or the release URL with its pin)."""
     missing = [name for name in names if name not in files]
     if missing:
         raise ValueError(f"no verified file for {', '.join(missing)} (run through kubesmith)")
     return [
         {
+            **files[name],
             "name": name,
             "version": version,
-            "archive": files[name],
             "format": "binary",
             "binaries": {name: name},
             "bin_dir": bin_dir,

@@ -11,6 +11,7 @@ import typer
 from kubesmith.cli.console import err, out, progress
 from kubesmith.cli.options import OptionalStack
 from kubesmith.errors import UserError
+from kubesmith.local.shares import attach_for
 from kubesmith.provision import target as targets
 from kubesmith.provision.provisioner import TAGS, Options, Outcome, provision
 from kubesmith.provision.recap import Progress, pki_summary, recap_table
@@ -69,7 +70,7 @@ def _target(
 def _run(target: targets.Target, options: Options, title: str) -> Outcome:
     hosts = list(target.inventory.hostvars)
     with Progress(progress, hosts, f"{title}: {target.label}") as live:
-        outcome = provision(target, options, live)
+        outcome = provision(target, options, live, attach_for(target.inventory.cluster.spec))
     summary = pki_summary(outcome.pki)
     if summary:
         err.print(summary)

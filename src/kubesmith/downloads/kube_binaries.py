@@ -2,12 +2,14 @@
 
 The official kubernetes-server-linux-<arch>.tar.gz holds every binary a node or control plane
 runs. It is downloaded once into the controller's cache and checked against the sha512 the
-release notes publish (versions.yaml); then only the binaries a host needs are unpacked next
-to it, and the roles copy those (tens of MB each) instead of the whole tarball to every node.
+release notes publish (versions.yaml); then the binaries are unpacked next to it, with the
+sha256 of each as unpacked from the verified tarball, so a node can check the copy it installs
+(kubesmith.provision.kubernetes decides how the binaries reach the nodes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,6 +30,8 @@ BINARIES_BY_GROUP: Mapping[str, tuple[str, ...]] = {
 }
 #: Written beside the unpacked binaries: the digest of the tarball they came from.
 _UNPACKED_FROM = ".unpacked-from"
+#: Written beside the unpacked binaries: `sha256sum` lines of each, computed as it was unpacked.
+_SHA256SUMS = ".sha256sums"
 
 
 def bin_dir(tarball: Download) -> Path:
@@ -51,7 +55,7 @@ def unpack(tarball: Download) -> dict[str, Path]:
     paths = {name: binaries / name for name in release.binaries}
     marker = binaries / _UNPACKED_FROM
     done = marker.is_file() and marker.read_text(encoding="ascii").strip() == tarball.checksum
-    if done and all(p.is_file() for p in paths.values()):
+    if done and (binaries / _SHA256SUMS).is_file() and all(p.is_file() for p in paths.values()):
         return paths
     # Only a tarball that still matches its pin is unpacked (the cache could have been edited).
     if digest_of(tarball.cache_path, tarball.algorithm) != tarball.checksum:
@@ -60,7 +64,7 @@ def unpack(tarball: Download) -> dict[str, Path]:
         )
     binaries.mkdir(mode=0o700, parents=True, exist_ok=True)
     wanted = {release.member_prefix + name: name for name in release.binaries}
-    found: set[str] = set()
+    found: dict[str, str] = {}
     with tarfile.open(tarball.cache_path, mode="r:gz") as archive:
         for member in archive:
             name = wanted.get(member.name)
@@ -69,16 +73,26 @@ def unpack(tarball: Download) -> dict[str, Path]:
             source = archive.extractfile(member)
             assert source is not None
             partial = paths[name].with_name(f".{name}.part")
+            digest = hashlib.sha256()
             with partial.open("wb") as out:
                 while chunk := source.read(1 << 20):
+                    digest.update(chunk)
                     out.write(chunk)
             partial.chmod(0o755)
             partial.replace(paths[name])
-            found.add(name)
-    missing = sorted(set(release.binaries) - found)
+            found[name] = digest.hexdigest()
+    missing = sorted(set(release.binaries) - set(found))
     if missing:
         raise KubesmithError(
             f"{tarball.cache_path}: has no {', '.join(release.member_prefix + m for m in missing)}"
         )
+    sums = "".join(f"{found[name]}  {name}\n" for name in sorted(found))
+    (binaries / _SHA256SUMS).write_text(sums, encoding="ascii")
     marker.write_text(tarball.checksum + "\n", encoding="ascii")
     return paths
+
+
+def sha256_of_unpacked(tarball: Download) -> dict[str, str]:
+    """Binary -> sha256 of its copy as ``unpack`` took it from the verified tarball."""
+    lines = (bin_dir(tarball) / _SHA256SUMS).read_text(encoding="ascii").splitlines()
+    return {name: digest for digest, name in (line.split("  ", 1) for line in lines)}

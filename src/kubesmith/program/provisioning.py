@@ -140,6 +140,7 @@ def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     .LineProgress): the engine shows a dynamic provider's stderr in the update's output.
     """
     # Imported here: the engine pickles this provider, and the glue need not travel with it.
+    from kubesmith.program.backends import binaries_attach
     from kubesmith.provision import target as targets
     from kubesmith.provision.inventory import dump_inventory
     from kubesmith.provision.provisioner import Options, provision
@@ -158,7 +159,9 @@ def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     target = targets.for_stack(stack)
     say(f"{len(target.inventory.hostvars)} hosts, playbooks/site.yml")
     with LineProgress(say) as progress:
-        outcome = provision(target, Options(), progress)
+        outcome = provision(
+            target, Options(), progress, binaries_attach(target.inventory.cluster.spec)
+        )
     summary = pki_summary(outcome.pki)
     if summary:
         say(summary)

@@ -5,8 +5,18 @@ it checks the user's extra flags against the cluster's minor, refuses a version 
 network switch (kubesmith.state.records), creates (once) the Secrets encryption key,
 allocates the nodes' pod ranges (bridge CNI) or checks their room (flannel), renders the
 add-ons (RBAC, CoreDNS, flannel when chosen) from templates/addons, and, unless the
-Kubernetes binaries are turned off, fetches and verifies the server tarball for every node
-architecture and unpacks the binaries. The result is typed: kubesmith.provision.variables.
+Kubernetes binaries are turned off, plans how the binaries reach the nodes (the backend's
+``Delivery``, kubesmith.provision.variables):
+
+- ``mount`` (LXD): the controller fetches and verifies the server tarball for every node
+  architecture and unpacks it once; each node gets that one directory as a read-only mount
+  (``Mount``, attached by the caller's ``Attach``, kubesmith.local.shares) and installs from it
+  after checking each binary's sha256. Without the mount the role copies over SSH instead.
+- ``fetch`` (AWS): no download on the controller; each node downloads the server tarball from
+  the release URL (or the mirror) itself, checks the pinned sha512 and unpacks what it needs.
+- ``copy``: the controller fetches, verifies and unpacks, then copies each node's binaries.
+
+The result is typed: kubesmith.provision.variables.
 
 ``kubesmith:cluster.artifacts.kubernetesBinaries: false`` (or the extra variable
 ``kubesmith_kubernetes_binaries`` for one run) turns off exactly the binaries: no download,
@@ -19,7 +29,8 @@ obtain the binaries.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubesmith import versions
@@ -33,7 +44,9 @@ from kubesmith.provision.packages import API_PROXY_PACKAGES, PACKAGES_BY_GROUP
 from kubesmith.provision.target import Target
 from kubesmith.provision.variables import (
     RELEASE_BIN_DIRS,
+    Delivery,
     KubernetesVariables,
+    binaries_delivery,
     binaries_enabled,
 )
 from kubesmith.resources import templates_dir
@@ -49,6 +62,25 @@ DISTRO_CNI_BIN_DIR = "/usr/lib/cni"
 #: Reads the release architecture of hosts (provisioner.probe_architectures).
 Probe = Callable[[Target, Sequence[str]], dict[str, str]]
 
+#: Where a node sees the controller's verified binaries of a version (``mount`` delivery):
+#: <NODE_RELEASES_DIR>/<version>/<binary>, read-only.
+NODE_RELEASES_DIR = "/var/lib/kubesmith/releases/kubernetes"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One read-only directory of the controller that a node sees at ``path``."""
+
+    host: str
+    #: The device's name on the node: one per release, so an upgrade adds one beside it.
+    name: str
+    source: Path
+    path: str
+
+
+#: Gives nodes their mounts before the playbook runs (kubesmith.local.shares for LXD).
+Attach = Callable[[Sequence[Mount]], None]
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -57,6 +89,8 @@ class Prepared:
     packages: dict[str, list[str]]
     #: The server tarballs this run downloaded (not those already in the cache).
     downloaded: list[Download]
+    #: The read-only mounts the nodes install their binaries from (``mount`` delivery).
+    mounts: list[Mount] = field(default_factory=list)
 
 
 def cluster_pki(target: Target) -> Pki:
@@ -126,14 +160,33 @@ def packages(target: Target, cluster: Cluster) -> dict[str, list[str]]:
     return wanted
 
 
+@dataclass(frozen=True)
+class Binaries:
+    """Host -> {binary: release role source}, the tarballs downloaded, the mounts to attach."""
+
+    files: dict[str, dict[str, dict[str, str]]]
+    downloaded: list[Download]
+    mounts: list[Mount]
+
+
+def mount_of(host: str, tarball: Download) -> Mount:
+    """The node's read-only view of the verified, unpacked binaries (and nothing else)."""
+    return Mount(
+        host=host,
+        name=f"kubesmith-kubernetes-{tarball.version.replace('.', '-')}",
+        source=kube_binaries.bin_dir(tarball),
+        path=f"{NODE_RELEASES_DIR}/{tarball.version}",
+    )
+
+
 def _binaries(
     target: Target,
     arch_of: Mapping[str, str],
     probe: Probe,
     cluster: Cluster,
-) -> tuple[dict[str, dict[str, str]], list[Download]]:
-    """Host -> {binary: unpacked path on the controller}, and the tarballs that had to be
-    downloaded (the cache holds the others)."""
+    delivery: Delivery,
+) -> Binaries:
+    """Where each host takes its binaries from (see the module doc for each delivery)."""
     hosts = target.inventory.hosts_in("k8s_cluster")
     unknown = [h for h in hosts if h not in arch_of]
     arches = {**arch_of, **(probe(target, unknown) if unknown else {})}
@@ -146,14 +199,37 @@ def _binaries(
         )
         for arch in sorted({arches[h] for h in hosts})
     }
+    wanted = {h: kube_binaries.binaries_for(target.inventory.groups_of(h)) for h in hosts}
+    if delivery == "fetch":
+        return Binaries({h: fetched_by_node(tarballs[arches[h]], wanted[h]) for h in hosts}, [], [])
     # Every tarball is verified before anything is unpacked or sent anywhere.
     downloaded = download.fetch_all(tarballs.values())
     unpacked = {arch: kube_binaries.unpack(t) for arch, t in tarballs.items()}
+    sums = {arch: kube_binaries.sha256_of_unpacked(t) for arch, t in tarballs.items()}
+    mounts = [mount_of(h, tarballs[arches[h]]) for h in hosts] if delivery == "mount" else []
+    mount_dirs = {m.host: m.path for m in mounts}
     files = {}
     for host in hosts:
-        names = kube_binaries.binaries_for(target.inventory.groups_of(host))
-        files[host] = {name: str(unpacked[arches[host]][name]) for name in names}
-    return files, downloaded
+        arch = arches[host]
+        files[host] = {
+            name: {"archive": str(unpacked[arch][name]), "sha256": sums[arch][name]}
+            | ({"mount": f"{mount_dirs[host]}/{name}"} if host in mount_dirs else {})
+            for name in wanted[host]
+        }
+    return Binaries(files, downloaded, mounts)
+
+
+def fetched_by_node(tarball: Download, names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """What a node needs to download ``tarball`` itself, check its pin and unpack ``names``."""
+    release = versions.kubernetes_release(tarball.version)
+    return {
+        name: {
+            "url": tarball.url,
+            "checksum": f"{tarball.algorithm}:{tarball.checksum}",
+            "member": release.member_prefix + name,
+        }
+        for name in names
+    }
 
 
 def prepare(
@@ -179,11 +255,15 @@ def prepare(
         check_room(cluster.spec.pod_cidr, len(nodes))
     pod_cidrs = {} if flannel else allocate(cluster.spec.pod_cidr, nodes, target.state_dir)
     enabled = binaries_enabled(target.inventory, extravars)
-    files, downloaded = _binaries(target, arch_of, probe, cluster) if enabled else ({}, [])
+    delivery = binaries_delivery(target.inventory, extravars)
+    binaries = (
+        _binaries(target, arch_of, probe, cluster, delivery) if enabled else Binaries({}, [], [])
+    )
     prepared = Prepared(
         variables=KubernetesVariables(
             kubernetes_binaries=enabled,
-            kubernetes_files=files,
+            binaries_delivery=delivery,
+            kubernetes_files=binaries.files,
             encryption_config=str(encryption_config),
             pod_cidrs={host: str(cidr) for host, cidr in pod_cidrs.items()},
             extra_args=extra_args,
@@ -192,7 +272,8 @@ def prepare(
             coredns_manifests=coredns_manifests(cluster),
         ),
         packages=packages(target, cluster),
-        downloaded=downloaded,
+        downloaded=binaries.downloaded,
+        mounts=binaries.mounts,
     )
     records.record(target.state_dir, cluster)
     return prepared

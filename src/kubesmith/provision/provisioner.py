@@ -126,7 +126,15 @@ def _runs_kubernetes(tags: Sequence[str]) -> bool:
     return not tags or not set(tags) <= set(BASE_TAGS)
 
 
-def provision(target: Target, options: Options, on_event: EventHandler | None = None) -> Outcome:
+def provision(
+    target: Target,
+    options: Options,
+    on_event: EventHandler | None = None,
+    attach: kubernetes.Attach | None = None,
+) -> Outcome:
+    """Run ``options.playbook`` on ``target``. ``attach`` gives nodes the read-only mounts of
+    the verified binaries (kubesmith.local.shares on LXD); without it, or in check mode, the
+    release role copies the binaries over SSH instead."""
     pki = kubernetes.cluster_pki(target)
     report = pki.ensure(target.inventory.identities())
     releases, arch_of, fetched = fetch_releases(target)
@@ -144,6 +152,8 @@ def provision(target: Target, options: Options, on_event: EventHandler | None = 
         extravars |= prepared.variables.extravars()
         kubernetes_packages = prepared.packages
         downloaded += prepared.downloaded
+        if prepared.mounts and attach is not None and not options.check:
+            attach(prepared.mounts)
     base = node_base_variables(target, pki, releases, arch_of, kubernetes_packages)
     extravars |= base.extravars()
     extravars.update(options.extravars)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from kubesmith import versions
 from kubesmith.cluster import CLUSTER_DOMAIN, Cluster
 from kubesmith.downloads.download import Download
+from kubesmith.errors import UserError
 from kubesmith.provision.inventory import Inventory
 from kubesmith.provision.target import Target
 from kubesmith.state.pki import Pki
@@ -30,6 +31,14 @@ from kubesmith.state.podcidr import NODE_PREFIX
 PREFIX = "kubesmith_"
 #: The extra variable that overrides kubesmith:cluster.artifacts.kubernetesBinaries for one run.
 BINARIES_VAR = "kubesmith_kubernetes_binaries"
+#: The inventory or extra variable that overrides how the binaries reach the nodes.
+DELIVERY_VAR = "kubesmith_binaries_delivery"
+#: How the Kubernetes binaries reach the nodes: ``mount`` (the controller's verified copy,
+#: mounted read-only into each node), ``fetch`` (each node downloads the server tarball and
+#: checks its pin), ``copy`` (the controller sends each node its binaries over SSH).
+Delivery = Literal["mount", "fetch", "copy"]
+#: Each backend's way: LXD nodes share the controller's file system, cloud machines do not.
+DELIVERY_BY_BACKEND: Mapping[str, Delivery] = {"lxd": "mount", "aws": "fetch"}
 
 #: Inventory groups whose members run each node-base component.
 COMPONENT_GROUPS: Mapping[str, frozenset[str]] = {
@@ -172,8 +181,12 @@ def node_base_variables(
 class KubernetesVariables(_Variables):
     #: Install and start the Kubernetes binaries (false: configuration only).
     kubernetes_binaries: bool
-    #: Host -> {binary: verified, unpacked file on the controller}.
-    kubernetes_files: dict[str, dict[str, str]]
+    #: How the binaries reach the nodes (Delivery).
+    binaries_delivery: str
+    #: Host -> {binary: where the release role takes it from}: ``archive`` (the verified,
+    #: unpacked file on the controller), ``sha256`` and ``mount`` (its read-only mount on the
+    #: node) with mount and copy; ``url``, ``checksum`` and ``member`` with fetch.
+    kubernetes_files: dict[str, dict[str, dict[str, str]]]
     #: The EncryptionConfiguration on the controller (0600).
     encryption_config: str
     #: Host -> its pod range (bridge CNI; empty with flannel).
@@ -193,3 +206,18 @@ def binaries_enabled(inventory: Inventory, extravars: Mapping[str, Any]) -> bool
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def binaries_delivery(inventory: Inventory, extravars: Mapping[str, Any]) -> Delivery:
+    """How this run's binaries reach the nodes: the extra or inventory variable when given,
+    else the backend's way (copy for a backend with neither a shared file system nor a
+    known way to fetch)."""
+    value = extravars.get(DELIVERY_VAR, inventory.all_vars.get(DELIVERY_VAR))
+    if value is None:
+        return DELIVERY_BY_BACKEND.get(inventory.cluster.spec.backend, "copy")
+    choices = get_args(Delivery)
+    if value not in choices:
+        raise UserError(
+            f"{inventory.path}: {DELIVERY_VAR} must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return cast("Delivery", value)

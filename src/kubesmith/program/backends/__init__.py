@@ -3,7 +3,9 @@
     create_node_pool(request: NodePoolRequest, opts: pulumi.ResourceOptions | None) -> NodePool
 
 so the Pulumi program, the inventory builder and everything after them never look at which
-backend made the machines. Adding a backend touches one folder.
+backend made the machines. Adding a backend touches one folder. A backend whose nodes share
+the controller's file system also exposes ``attach_binaries`` (kubesmith.provision.kubernetes
+.Attach): provisioning mounts the verified Kubernetes binaries into its nodes with it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Protocol
 
 import pulumi
 
+from kubesmith.provision.kubernetes import Attach
 from kubesmith.spec import ClusterSpec
 
 
@@ -44,3 +47,10 @@ def create_node_pool(
     module = importlib.import_module(f"kubesmith.program.backends.{request.spec.backend}")
     factory: _Factory = module.create_node_pool
     return factory(request, opts)
+
+
+def binaries_attach(spec: ClusterSpec) -> Attach | None:
+    """The backend's ``attach_binaries``, or None when its nodes share no file system."""
+    module = importlib.import_module(f"kubesmith.program.backends.{spec.backend}")
+    attach: Attach | None = getattr(module, "attach_binaries", None)
+    return attach

@@ -15,12 +15,13 @@ import pulumi
 from kubesmith.errors import ConfigError
 from kubesmith.local.connection import labels
 from kubesmith.local.instances import image_source, stack_node
+from kubesmith.local.shares import attach as attach_binaries
 from kubesmith.nodes import Node, Role, node_plan
 from kubesmith.program.backends import NodePoolRequest
 from kubesmith.program.backends.lxd.provider import LxdNode
 from kubesmith.spec import CONFIG_KEY
 
-__all__ = ["LxdNodePool", "create_node_pool"]
+__all__ = ["LxdNodePool", "attach_binaries", "create_node_pool"]
 
 SSH_USER = "root"
 
