@@ -11,7 +11,9 @@ Targets (the speed issue): cold 1+2 <= 25 s, re-run 1+2 <= 4 s, cold 3+2 <= 1.5 
 
 Each row carries the CPU the nodes and Ansible used and the floor that sets on this machine
 (bench/labrun.py), and `roles`: seconds per role, the sum of its tasks' wall times
-(first start to last end across hosts), from the runner's events.
+(first start to last end across hosts), from the runner's events, and `tasks_per_host`: how
+many task results (ok, changed, skipped, failed) Ansible produced over all hosts (and per host,
+fewest to most), the number that sets the controller's share of a re-run.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ class RoleClock:
 
     def __init__(self) -> None:
         self.tasks: dict[str, tuple[str, dt.datetime, dt.datetime]] = {}
+        self.results: dict[str, int] = {}
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("event") not in _TASK_EVENTS:
             return
         data = event.get("event_data") or {}
+        host = str(data.get("host"))
+        self.results[host] = self.results.get(host, 0) + 1
         start, end = data.get("start"), data.get("end")
         if not (start and end):
             return
@@ -57,12 +62,18 @@ class RoleClock:
             totals[role] = totals.get(role, 0.0) + (ended - began).total_seconds()
         return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
+    def per_host(self) -> str:
+        """Task results of all hosts, and per host fewest to most."""
+        counts = sorted(self.results.values())
+        return f"{sum(counts)} ({counts[0]}-{counts[-1]})" if counts else "0"
 
-def _timed_site_run(inventory: Path, names: list[str]) -> tuple[Run, str]:
-    """One site.yml run and each role's seconds, slowest first."""
+
+def _timed_site_run(inventory: Path, names: list[str]) -> tuple[Run, dict[str, object]]:
+    """One site.yml run, task results per host and each role's seconds, slowest first."""
     clock = RoleClock()
     result = timed_run(inventory, names, SITE, clock)
-    return result, ", ".join(f"{name} {seconds:.1f}" for name, seconds in clock.by_role().items())
+    roles = ", ".join(f"{name} {seconds:.1f}" for name, seconds in clock.by_role().items())
+    return result, {"tasks_per_host": clock.per_host(), "roles": roles}
 
 
 def run() -> list[dict[str, object]]:
@@ -72,10 +83,10 @@ def run() -> list[dict[str, object]]:
         for planes, workers in SHAPES:
             shape = f"{planes}+{workers}"
             with lab(f"bench-cl-{planes}{workers}", planes, workers) as (inventory, names):
-                first, roles = _timed_site_run(inventory, names)
+                first, extra = _timed_site_run(inventory, names)
                 cold[shape] = first.seconds
-                rows.append(row(f"cold {shape}", first, TARGETS, roles=roles))
-                again, roles = _timed_site_run(inventory, names)
-                rows.append(row(f"re-run {shape}", again, TARGETS, roles=roles))
+                rows.append(row(f"cold {shape}", first, TARGETS, **extra))
+                again, extra = _timed_site_run(inventory, names)
+                rows.append(row(f"re-run {shape}", again, TARGETS, **extra))
     rows.append(ratio_row("cold 3+2 vs 1+2", cold["3+2"], cold["1+2"], 1.5))
     return rows
