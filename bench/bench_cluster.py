@@ -17,7 +17,9 @@ which cannot obtain the binaries.
 
 Each row carries the CPU the nodes and Ansible used and the floor that sets on this machine
 (bench/labrun.py), and `roles`: seconds per role, the sum of its tasks' wall times
-(first start to last end across hosts), from the runner's events.
+(first start to last end across hosts), from the runner's events, and `tasks_per_host`: how
+many task results (ok, changed, skipped, failed) Ansible produced over all hosts (and per host,
+fewest to most), the number that sets the controller's share of a re-run.
 """
 
 from __future__ import annotations
@@ -48,11 +50,14 @@ class RoleClock:
 
     def __init__(self) -> None:
         self.tasks: dict[str, tuple[str, dt.datetime, dt.datetime]] = {}
+        self.results: dict[str, int] = {}
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("event") not in _TASK_EVENTS:
             return
         data = event.get("event_data") or {}
+        host = str(data.get("host"))
+        self.results[host] = self.results.get(host, 0) + 1
         start, end = data.get("start"), data.get("end")
         if not (start and end):
             return
@@ -70,6 +75,11 @@ class RoleClock:
             totals[role] = totals.get(role, 0.0) + (ended - began).total_seconds()
         return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
+    def per_host(self) -> str:
+        """Task results of all hosts, and per host fewest to most."""
+        counts = sorted(self.results.values())
+        return f"{sum(counts)} ({counts[0]}-{counts[-1]})" if counts else "0"
+
 
 @contextmanager
 def _binaries() -> Iterator[tuple[Options, str | None]]:
@@ -85,11 +95,12 @@ def _binaries() -> Iterator[tuple[Options, str | None]]:
 
 def _timed_site_run(
     inventory: Path, names: list[str], options: Options, mirror: str | None
-) -> tuple[Run, str]:
-    """One site.yml run and each role's seconds, slowest first."""
+) -> tuple[Run, dict[str, object]]:
+    """One site.yml run, task results per host and each role's seconds, slowest first."""
     clock = RoleClock()
     result = timed_run(inventory, names, options, clock, mirror)
-    return result, ", ".join(f"{name} {seconds:.1f}" for name, seconds in clock.by_role().items())
+    roles = ", ".join(f"{name} {seconds:.1f}" for name, seconds in clock.by_role().items())
+    return result, {"tasks_per_host": clock.per_host(), "roles": roles}
 
 
 def run() -> list[dict[str, object]]:
@@ -101,11 +112,11 @@ def run() -> list[dict[str, object]]:
         for planes, workers in SHAPES:
             shape = f"{planes}+{workers}"
             with lab(f"bench-cl-{planes}{workers}", planes, workers) as (inventory, names):
-                first, roles = _timed_site_run(inventory, names, options, mirror)
+                first, extra = _timed_site_run(inventory, names, options, mirror)
                 cold[shape] = first.seconds
-                rows.append(row(f"cold {shape}", first, TARGETS, roles=roles))
-                again, roles = _timed_site_run(inventory, names, options, mirror)
-                rows.append(row(f"re-run {shape}", again, TARGETS, roles=roles))
+                rows.append(row(f"cold {shape}", first, TARGETS, **extra))
+                again, extra = _timed_site_run(inventory, names, options, mirror)
+                rows.append(row(f"re-run {shape}", again, TARGETS, **extra))
     for found in rows:
         found["image_node_base"] = node_base
     rows.append(ratio_row("cold 3+2 vs 1+2", cold["3+2"], cold["1+2"], 1.5))

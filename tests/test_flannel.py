@@ -487,7 +487,12 @@ def test_site_applies_flannel_after_the_nodes_and_before_coredns() -> None:
     flannel = names.index("Pod network add-on (flannel)")
     assert names.index("Kubernetes nodes") < flannel < names.index("Cluster DNS")
     (task,) = plays[flannel]["tasks"]
-    assert task["ansible.builtin.import_role"] == {"name": "cni", "tasks_from": "flannel"}
+    # include_role: with the bridge CNI the play costs one skipped task, not every task of it.
+    assert task["ansible.builtin.include_role"] == {
+        "name": "cni",
+        "tasks_from": "flannel",
+        "apply": {"tags": ["cni"]},
+    }
     assert task["when"] == "kubesmith_cni_plugin == 'flannel'"
     assert task["vars"]["cni_flannel_manifests"] == "{{ kubesmith_flannel_manifests }}"
 
