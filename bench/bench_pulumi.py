@@ -50,7 +50,7 @@ def _changed(result: UpResult) -> int:
     """Tasks that changed something in this step's provisioning run (none when it did not run:
     the recap in the outputs is then the last run's)."""
     ran = {s.name for s in result.steps if s.op in ("create", "update", "replace")}
-    recaps = [outs["recap"] for name, outs in result.resources.items() if name in ran]
+    recaps = [outs.get("recap") for name, outs in result.resources.items() if name in ran]
     return int(sum(host["changed"] for recap in recaps if recap for host in recap.values()))
 
 
