@@ -30,14 +30,15 @@ from tests.pulumi_mocks import REPO, stack_config
 
 from bench.labrun import Run, bench_home, children_cpu_seconds, nodes_cpu_seconds
 
-_DONE = re.compile(r"provisioning \S+: done in ([0-9.]+) s")
+#: The provisioning step's last line: its title and duration (kubesmith.progress.duration).
+_DONE = re.compile(r"provisioning \S+: .*playbooks/site\.yml: done \((?:(\d+)m)?([0-9.]+)s\)$")
 
 
 def _provisioning_seconds(result: UpResult) -> float | None:
     for line in result.provider_log:
         found = _DONE.search(line)
         if found:
-            return float(found.group(1))
+            return 60 * int(found.group(1) or 0) + float(found.group(2))
     return None
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+from rich.console import Console
+
+from kubesmith.progress import ConsoleReporter
 from kubesmith.provision.recap import LineProgress
 
 
@@ -27,14 +31,21 @@ def task(progress: LineProgress, host: str, role: str, name: str, *, changed: bo
     progress(event("runner_on_ok", host, role, task=name, res={"changed": changed}))
 
 
-def test_one_line_per_host_and_role_with_its_counts_and_time() -> None:
-    lines: list[str] = []
+def log_reporter(clock: Clock) -> tuple[ConsoleReporter, io.StringIO]:
+    """A reporter writing plain lines (not a terminal), as in the provider's stderr."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200)
+    return ConsoleReporter(console, clock=clock), buffer
+
+
+def test_one_line_per_host_and_role_with_its_counts() -> None:
     clock = Clock()
-    progress = LineProgress(lines.append, clock=clock)
+    reporter, buffer = log_reporter(clock)
+    progress = LineProgress(reporter)
 
     task(progress, "cp-1", "etcd", "Etcd | write the unit", changed=True)
     task(progress, "cp-1", "etcd", "Etcd | start", changed=False)
-    assert lines == []  # the role has not ended yet
+    assert buffer.getvalue() == ""  # the role has not ended yet
     clock.now += 2.5
     task(progress, "cp-1", "kubelet", "Kubelet | config", changed=False)
     task(progress, "w-1", "kubelet", "Kubelet | config", changed=True)
@@ -42,38 +53,29 @@ def test_one_line_per_host_and_role_with_its_counts_and_time() -> None:
     progress(event("runner_on_failed", "w-1", "cni", task="CNI | routes"))
     progress(event("playbook_on_stats"))
 
-    assert lines == [
-        "cp-1: etcd ok 2 changed 1 (2.5 s)",
-        "w-1: kubelet ok 1 changed 1 (0.0 s)",
-        "cp-1: kubelet ok 1 changed 0 (0.0 s)",
-        "w-1: cni ok 0 changed 0 failed 1 (0.0 s)",
+    assert buffer.getvalue().splitlines() == [
+        "cp-1: etcd ok 2 changed 1 (2.5s)",
+        "w-1: kubelet ok 1 changed 1 (2.5s)",
+        "cp-1: kubelet ok 1 changed 0 (2.5s)",
+        "w-1: cni ok 0 changed 0 failed 1 (2.5s)",
     ]
     assert progress.changed_roles == {"cp-1": {"etcd": 1}, "w-1": {"kubelet": 1}}
 
 
-def test_a_host_quiet_for_a_while_gets_a_line_naming_its_task() -> None:
-    lines: list[str] = []
+def test_a_quiet_run_gets_a_line_naming_the_running_task() -> None:
     clock = Clock()
-    progress = LineProgress(lines.append, quiet_s=10.0, clock=clock)
+    reporter, buffer = log_reporter(clock)
+    progress = LineProgress(reporter)
+    reporter.phase("provisioning local")
     progress(event("runner_on_start", "w-1", "node_prep", task="Node prep | install packages"))
+    lines = buffer.getvalue().splitlines()
+    assert lines == ["provisioning local"]
 
-    clock.now += 9.9
-    progress.tick()
-    assert lines == []
+    clock.now += 4.9
+    reporter.tick()
+    assert buffer.getvalue().splitlines() == lines
     clock.now += 0.1
-    progress.tick()
-    assert lines == ["w-1: node_prep: Node prep | install packages (running 10 s)"]
-    clock.now += 5
-    progress.tick()
-    assert len(lines) == 1  # told 5 s ago
-    clock.now += 5
-    progress.tick()
-    assert lines[-1] == "w-1: node_prep: Node prep | install packages (running 20 s)"
-
-
-def test_the_ticker_thread_stops_with_the_run() -> None:
-    progress = LineProgress(lambda _line: None)
-    with progress:
-        assert progress._ticker is not None
-        assert progress._ticker.is_alive()
-    assert not progress._ticker.is_alive()
+    reporter.tick()
+    assert buffer.getvalue().splitlines()[-1] == (
+        "provisioning local: w-1: node_prep: Node prep | install packages (5.0s)"
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +119,11 @@ def test_up_creates_the_nodes_and_provisions_them(stack: PulumiStack) -> None:
     assert set(recap) == set(nodes)
     assert all(r["failed"] == 0 and r["changed"] > 0 for r in recap.values())
     for node in nodes:
-        assert any(
-            line.startswith(f"provisioning local: {node}: cni ok") for line in result.provider_log
-        )
-    assert any("done in" in line for line in result.provider_log)
+        assert any(line.startswith(f"{node}: cni ok") for line in result.provider_log)
+    # The step's own line, and its end with the time it took.
+    assert "provisioning local: 3 hosts, playbooks/site.yml" in result.provider_log
+    done = re.compile(r"provisioning local: 3 hosts, playbooks/site\.yml: done \(\S+s\)")
+    assert any(done.fullmatch(line) for line in result.provider_log)
 
     # The kubeconfig is the cluster's: its API endpoint, an admin certificate of its CA.
     kubeconfig = yaml.safe_load(result.outputs["kubeconfig"])

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +37,7 @@ from kubesmith.nodes import node_plan
 from kubesmith.provision.target import Target
 from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
+from kubesmith.state.files import atomic_write
 from kubesmith.state.paths import stack_dir
 from kubesmith.state.podcidr import ALLOCATIONS_FILE, allocate
 
@@ -137,36 +137,37 @@ def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     """Write the stack's inventory and provision it; the outputs carry the recap and ranges.
 
     Progress goes to stderr, one line per host and role (kubesmith.provision.recap
-    .LineProgress): the engine shows a dynamic provider's stderr in the update's output.
+    .LineProgress through a kubesmith.progress reporter, whose heartbeat keeps a line coming
+    while a task runs): the engine shows a dynamic provider's stderr in the update's output.
     """
     # Imported here: the engine pickles this provider, and the glue need not travel with it.
+    from rich.console import Console
+
     from kubesmith.program.backends import binaries_attach
+    from kubesmith.progress import ConsoleReporter
     from kubesmith.provision import target as targets
     from kubesmith.provision.inventory import dump_inventory
     from kubesmith.provision.provisioner import Options, provision
     from kubesmith.provision.recap import LineProgress, pki_summary
 
     stack = str(props["stack"])
-
-    def say(line: str) -> None:
-        print(f"provisioning {stack}: {line}", file=sys.stderr, flush=True)
-
+    inventory = with_controller_paths(stack, whole_numbers(props["inventory"]))
     path = stack_dir(stack) / targets.STACK_INVENTORY
-    temporary = path.with_suffix(".tmp")
-    inventory = whole_numbers(props["inventory"])
-    temporary.write_text(dump_inventory(with_controller_paths(stack, inventory)))
-    temporary.replace(path)
+    atomic_write(path, dump_inventory(inventory).encode("utf-8"), 0o600)
     target = targets.for_stack(stack)
-    say(f"{len(target.inventory.hostvars)} hosts, playbooks/site.yml")
-    with LineProgress(say) as progress:
+    title = f"provisioning {stack}: {len(target.inventory.hostvars)} hosts, playbooks/site.yml"
+    with ConsoleReporter(Console(stderr=True)) as reporter:
+        reporter.phase(title)
+        progress = LineProgress(reporter)
         outcome = provision(
             target, Options(), progress, binaries_attach(target.inventory.cluster.spec)
         )
-    summary = pki_summary(outcome.pki)
-    if summary:
-        say(summary)
+        summary = pki_summary(outcome.pki)
+        if summary:
+            reporter.note(summary)
+        # The step's last line: its title, "done" and the time it took.
+        reporter.detail("done" if outcome.run.ok else "failed")
     outcome.run.raise_for_failure("provisioning")
-    say(f"done in {outcome.run.seconds:.1f} s")
     recap = {
         host: {
             "ok": s.ok,

@@ -1,8 +1,8 @@
 """What the user sees of a run: a live line per host while it runs, a recap table after.
 
 On a terminal, `Progress` redraws a table; where output is a log (Pulumi's output, CI),
-`LineProgress` writes plain lines: one when a host finishes a role, with its counts, and one
-for any host whose task has run for a while without news.
+`LineProgress` reports a line when a host finishes a role, with its counts, through a
+kubesmith.progress reporter, whose heartbeat names the latest task when a run goes quiet.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from kubesmith.progress import ConsoleReporter
+from kubesmith.progress import ConsoleReporter, Reporter
 from kubesmith.provision.runner import RunResult
 from kubesmith.state.pki import PkiReport
 
@@ -143,10 +143,6 @@ def pki_summary(report: PkiReport) -> str | None:
 @dataclass
 class _HostRole:
     role: str = ""
-    task: str = ""
-    started: float = 0.0
-    #: When a line last told about this host.
-    told: float = 0.0
     ok: int = 0
     changed: int = 0
     failed: int = 0
@@ -154,37 +150,18 @@ class _HostRole:
 
 @dataclass
 class LineProgress:
-    """An ansible-runner event handler writing one plain line per event worth a line.
-
-    ``host: role ok N changed N (S s)`` when a host leaves a role (or the run ends), and
-    ``host: role: task (running S s)`` when a host has been in one task for ``quiet_s``
-    without a line (a background thread checks every second while the handler is entered).
+    """An ansible-runner event handler for logs (Pulumi's output, CI): a line through
+    ``reporter.note`` when a host leaves a role (or the run ends),
+    ``host: role ok N changed N`` (the reporter adds the time), and the task a host starts as
+    the reporter's detail,
+    which its heartbeat repeats when nothing else was printed for a while (kubesmith.progress).
     ``changed_roles`` keeps, per host, the roles that changed something and how many tasks.
     """
 
-    write: Callable[[str], None]
-    quiet_s: float = 10.0
-    clock: Callable[[], float] = time.monotonic
+    reporter: Reporter
     changed_roles: dict[str, dict[str, int]] = field(default_factory=dict)
     _hosts: dict[str, _HostRole] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _ticker: threading.Thread | None = None
-
-    def __enter__(self) -> LineProgress:
-        self._stop.clear()
-        self._ticker = threading.Thread(target=self._tick_until_stopped, daemon=True)
-        self._ticker.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join()
-
-    def _tick_until_stopped(self) -> None:
-        while not self._stop.wait(1.0):
-            self.tick()
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event", "")
@@ -202,9 +179,8 @@ class LineProgress:
                 role = str(data.get("role") or data.get("play") or "-")
                 if role != row.role:
                     self._finish(host, row)
-                    now = self.clock()
-                    self._hosts[host] = row = _HostRole(role=role, started=now, told=now)
-                row.task = str(data.get("task", "")).strip()
+                    self._hosts[host] = row = _HostRole(role=role)
+                self.reporter.detail(f"{host}: {role}: {str(data.get('task', '')).strip()}")
             elif kind == "runner_on_ok":
                 row.ok += 1
                 if (data.get("res") or {}).get("changed"):
@@ -214,17 +190,6 @@ class LineProgress:
             ):
                 row.failed += 1
 
-    def tick(self) -> None:
-        """A line for every host that has been quiet for ``quiet_s``."""
-        now = self.clock()
-        with self._lock:
-            for host, row in self._hosts.items():
-                if row.role and now - row.told >= self.quiet_s:
-                    self.write(
-                        f"{host}: {row.role}: {row.task} (running {now - row.started:.0f} s)"
-                    )
-                    row.told = now
-
     def _finish(self, host: str, row: _HostRole) -> None:
         if not row.role or not (row.ok or row.failed):
             return
@@ -232,8 +197,5 @@ class LineProgress:
             roles = self.changed_roles.setdefault(host, {})
             roles[row.role] = roles.get(row.role, 0) + row.changed
         failed = f" failed {row.failed}" if row.failed else ""
-        seconds = self.clock() - row.started
-        self.write(
-            f"{host}: {row.role} ok {row.ok} changed {row.changed}{failed} ({seconds:.1f} s)"
-        )
+        self.reporter.note(f"{host}: {row.role} ok {row.ok} changed {row.changed}{failed}")
         row.role = ""
