@@ -58,16 +58,20 @@ def state_dir(root: Path | None = None) -> Path:
 
 def stack_dir(stack: str, root: Path | None = None) -> Path:
     """Per-stack state: SSH key, known_hosts, PKI, inventories."""
-    path = state_dir(root) / "stacks" / stack
+    path = _stack_path(stack, root)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def _stack_path(stack: str, root: Path | None) -> Path:
+    return state_dir(root) / "stacks" / stack
 
 
 def forget_stack(stack: str, root: Path | None = None) -> Path | None:
     """Delete the stack's controller-side state (its PKI, SSH key, known_hosts, pod ranges,
     version and pod-network records, inventories); the directory it was in, or None when
     there was none. A stack created again under the name starts clean."""
-    path = state_dir(root) / "stacks" / stack
+    path = _stack_path(stack, root)
     if not path.exists():
         return None
     shutil.rmtree(path)
