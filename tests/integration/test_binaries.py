@@ -88,6 +88,23 @@ def test_binaries_by_mount_then_by_node_fetch(
     mirror = tmp_path / "mirror"
     sha512 = write_standin_tarball(served_path(mirror), SIZES_MB)
     names = sorted(SIZES_MB)
+    # What an earlier release's delivery left (an upgrade), beside a device that is not ours.
+    old_release = tmp_path / "old-release"
+    old_release.mkdir()
+    instance = lxd_ready.client().instances.get(node)
+    instance.devices["kubesmith-kubernetes-1-34-4"] = {
+        "type": "disk",
+        "source": str(old_release),
+        "path": "/mnt/old",
+        "readonly": "true",
+    }
+    instance.devices["user-share"] = {
+        "type": "disk",
+        "source": str(old_release),
+        "path": "/mnt/user",
+        "readonly": "true",
+    }
+    instance.save(wait=True)
     with pinned_tarball(sha512), serve(mirror) as files:
         tasks = Tasks()
         prepared, run = deliver(made.inventory_path, "mount", files.url, tasks)
@@ -95,8 +112,10 @@ def test_binaries_by_mount_then_by_node_fetch(
         tarball = download.server_tarball(VERSION, ARCH, artifact_cache_dir())
         verified = kube_binaries.sha256_of_unpacked(tarball)
 
-        # The one device: the verified binaries only, read-only.
+        # The one device: the verified binaries only, read-only; the old release's is gone,
+        # the user's kept.
         devices = lxd_ready.client().instances.get(node).devices
+        assert "user-share" in devices
         ours = {k: v for k, v in devices.items() if k.startswith("kubesmith-")}
         assert ours == {"kubesmith-kubernetes-1-35-1": device(prepared.mounts[0])}
         assert ours["kubesmith-kubernetes-1-35-1"]["readonly"] == "true"

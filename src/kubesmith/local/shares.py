@@ -5,7 +5,9 @@ not be copied to it over SSH: an LXD ``disk`` device shows exactly that one dire
 unpacked binaries of one release, kubesmith.downloads.kube_binaries.bin_dir; never the cache,
 the state directory or the PKI) read-only inside the node, and the release role installs
 from it. Containers take the device while running. A device already there as wanted is left
-alone, so re-runs change nothing; only kubesmith's own instances are touched.
+alone, so re-runs change nothing; a mount of another release (left by an upgrade) is removed,
+since the binaries were installed from it and nothing reads it any more. Only kubesmith's own
+instances and devices are touched.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pylxd.exceptions import LXDAPIException, NotFound
 from kubesmith.errors import KubesmithError
 from kubesmith.local.connection import connect, is_managed
 from kubesmith.local.instances import in_parallel
-from kubesmith.provision.kubernetes import Attach, Mount
+from kubesmith.provision.kubernetes import MOUNT_DEVICE_PREFIX, Attach, Mount
 from kubesmith.spec import ClusterSpec
 
 
@@ -53,8 +55,11 @@ def _attach_to(host_mounts: tuple[str, list[Mount]]) -> None:
     if not is_managed(instance.config):
         raise KubesmithError(f"{host}: the LXD instance is not kubesmith's; no mount added")
     wanted = {m.name: device(m) for m in mounts}
-    if all(instance.devices.get(name) == dev for name, dev in wanted.items()):
+    stale = [n for n in instance.devices if n.startswith(MOUNT_DEVICE_PREFIX) and n not in wanted]
+    if not stale and all(instance.devices.get(name) == dev for name, dev in wanted.items()):
         return
+    for name in stale:
+        del instance.devices[name]
     instance.devices.update(wanted)
     try:
         instance.save(wait=True)

@@ -59,6 +59,9 @@ from kubesmith.state.podcidr import allocate, check_room
 #: containerd there for source distro); releases go to RELEASE_BIN_DIRS["cni_plugins"].
 DISTRO_CNI_BIN_DIR = "/usr/lib/cni"
 
+#: Names of the nodes' binaries mounts (LXD devices), one per release: this prefix + version.
+MOUNT_DEVICE_PREFIX = "kubesmith-kubernetes-"
+
 #: Reads the release architecture of hosts (provisioner.probe_architectures).
 Probe = Callable[[Target, Sequence[str]], dict[str, str]]
 
@@ -173,7 +176,7 @@ def mount_of(host: str, tarball: Download) -> Mount:
     """The node's read-only view of the verified, unpacked binaries (and nothing else)."""
     return Mount(
         host=host,
-        name=f"kubesmith-kubernetes-{tarball.version.replace('.', '-')}",
+        name=MOUNT_DEVICE_PREFIX + tarball.version.replace(".", "-"),
         source=kube_binaries.bin_dir(tarball),
         path=f"{NODE_RELEASES_DIR}/{tarball.version}",
     )
