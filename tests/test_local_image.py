@@ -6,20 +6,27 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kubesmith.local import image
 from kubesmith.local.image import (
+    KubernetesBinaries,
     Recipe,
     dpkg_filters,
     excluded,
+    install_kubernetes_binaries,
     make_recipe,
     node_base_commands,
     read_overlay,
+    stack_kubernetes_binaries,
     stack_node_base,
 )
 from kubesmith.provision.packages import node_image_packages
+from kubesmith.provision.variables import RELEASE_BIN_DIR, RELEASE_ROOT
 from tests.clusterlab import local_spec
+from tests.conftest import REPO
 
+ROLES = REPO / "playbooks/roles"
 DEBIAN = """\
 Types: deb
 URIs: http://mirror.example/debian
@@ -63,6 +70,7 @@ def test_hash_is_stable_for_the_same_inputs(etc_apt: Path, recipe: Recipe) -> No
         {"architecture": "arm64"},
         {"units": ("systemd-networkd.service",)},
         {"node_base": ("containerd", "runc")},
+        {"kubernetes": ("1.35.1", "9fb2")},
     ],
 )
 def test_any_changed_input_changes_the_hash(recipe: Recipe, change: dict[str, object]) -> None:
@@ -137,3 +145,52 @@ def test_the_node_base_is_installed_like_node_prep_does_in_the_chroot() -> None:
         "Dpkg::Options::=--force-unsafe-io",
     } <= set(options)
     assert install[-3:] == ["--", "containerd", "runc"]
+
+
+def test_a_release_of_kubernetes_binaries_is_an_input(etc_apt: Path, recipe: Recipe) -> None:
+    files = {"kubelet": Path("/cache/bin/kubelet")}
+    one = make_recipe("amd64", etc_apt, kubernetes=KubernetesBinaries("1.35.1", "aa", files))
+    assert one.kubernetes == ("1.35.1", "aa")
+    patched = make_recipe("amd64", etc_apt, kubernetes=KubernetesBinaries("1.35.1", "bb", files))
+    assert len({recipe.input_hash(), one.input_hash(), patched.input_hash()}) == 3
+
+
+def test_a_stack_image_carries_kubernetes_binaries_only_when_asked() -> None:
+    # Neither setting on: nothing is fetched (no network, no cache touched).
+    assert stack_kubernetes_binaries(local_spec(), "amd64") is None
+    asked_but_off = local_spec(
+        lxd={"imageKubernetesBinaries": True}, artifacts={"kubernetesBinaries": False}
+    )
+    assert stack_kubernetes_binaries(asked_but_off, "amd64") is None
+
+
+def test_image_binaries_sit_where_the_release_role_installs_and_links_them(tmp_path: Path) -> None:
+    # The role's own defaults, read from the role: the image and the role must agree.
+    release = yaml.safe_load((ROLES / "release/defaults/main.yml").read_text())
+    assert release["release_root"] == RELEASE_ROOT
+    for role, var in (
+        ("control_plane", "control_plane_bin_dir"),
+        ("kubelet", "kubelet_bin_dir"),
+        ("kube_proxy", "kube_proxy_bin_dir"),
+    ):
+        assert yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())[var] == (
+            RELEASE_BIN_DIR
+        )
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    files = {}
+    for name in ("kubelet", "kube-proxy"):
+        files[name] = cache / name
+        files[name].write_bytes(name.encode() * 100)
+        files[name].chmod(0o644)
+    rootfs = tmp_path / "rootfs"
+    names = install_kubernetes_binaries(rootfs, KubernetesBinaries("1.35.1", "aa", files))
+    assert names == ["kube-proxy", "kubelet"]
+    for name in names:
+        installed = rootfs / f"opt/kubesmith/{name}/1.35.1/{name}"
+        assert installed.read_bytes() == files[name].read_bytes()
+        assert installed.stat().st_mode & 0o777 == 0o755
+        link = rootfs / "usr/local/bin" / name
+        assert str(link.readlink()) == f"/opt/kubesmith/{name}/1.35.1/{name}"
+    # Installing again (a rebuild into the same tree) replaces, never fails on the links.
+    install_kubernetes_binaries(rootfs, KubernetesBinaries("1.35.1", "aa", files))

@@ -85,6 +85,10 @@ class LxdSpec(_Model):
     #: Bake the node base's Debian packages (kubesmith.provision.packages) into the built
     #: image, so provisioning a node from it runs no apt transaction.
     image_node_base: StrictBool = True
+    #: Also bake the Kubernetes binaries of ``kubernetesVersion`` into the built image (all six,
+    #: verified like any download; needs the internet or ``artifacts.mirrorBaseUrl``), so
+    #: provisioning finds them in place and installs none.
+    image_kubernetes_binaries: StrictBool = False
     #: An image alias on a remote (``images:debian/12``) for users with internet access.
     remote_image: StrictStr | None = None
 

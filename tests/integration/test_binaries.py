@@ -10,7 +10,10 @@ never Kubernetes). In order:
   and the controller copies nothing; a re-run changes nothing;
 - fetch: the node downloads the tarball from a server on the bridge's host address (a test
   host the project created), checks the pinned sha512, unpacks what it needs; a tampered
-  tarball is refused on the node and installs nothing.
+  tarball is refused on the node and installs nothing;
+- image: a node image built with the binaries (``lxd.imageKubernetesBinaries``; its own alias,
+  minbase without the node base to keep the build short) gives a node that has them in
+  place: the release role finds them and installs nothing.
 """
 
 from __future__ import annotations
@@ -24,9 +27,18 @@ from typing import Any
 import pytest
 
 from kubesmith.downloads import download, kube_binaries
+from kubesmith.local import lab as lab_module
 from kubesmith.local.host import gateway_interface
+from kubesmith.local.image import (
+    KUBERNETES_PROPERTY,
+    KubernetesBinaries,
+    build_image,
+    find_image,
+    stack_kubernetes_binaries,
+)
 from kubesmith.local.lab import Lab
 from kubesmith.local.shares import device
+from kubesmith.local.stackspec import load_lxd_spec
 from kubesmith.provision.target import artifact_cache_dir
 from tests.binarylab import (
     ARCH,
@@ -176,3 +188,56 @@ def test_binaries_by_mount_then_by_node_fetch(
     assert "checksum" in run.failures[0].describe().lower()
     status, _ = node_sh(made, f"ls /opt/kubesmith/kubelet/{VERSION}/kubelet")
     assert status != 0, "a binary was installed from a tampered archive"
+
+
+def test_binaries_baked_into_the_image_are_found_in_place(
+    lab: Callable[..., Lab], lxd_ready: LxdHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = tmp_path / "mirror"
+    sha512 = write_standin_tarball(served_path(mirror), SIZES_MB)
+    alias = unique_name("kst-img-")
+    client = lxd_ready.client()
+    base, lxd = load_lxd_spec(lxd_ready.stack)
+    asking = base.model_copy(
+        update={
+            "kubernetes_version": VERSION,
+            "lxd": lxd.model_copy(update={"image": alias, "image_kubernetes_binaries": True}),
+            "artifacts": base.artifacts.model_copy(
+                update={"mirror_base_url": f"file://{mirror}", "kubernetes_binaries": True}
+            ),
+        }
+    )
+    try:
+        with pinned_tarball(sha512):
+            binaries = stack_kubernetes_binaries(asking, ARCH)
+            assert isinstance(binaries, KubernetesBinaries)
+            built = build_image(client, alias, kubernetes=binaries)
+            assert built.built
+            image = find_image(client, alias)
+            assert image is not None
+            assert image.properties[KUBERNETES_PROPERTY] == VERSION
+            # Nodes of this lab launch from the image with the binaries.
+            monkeypatch.setattr(
+                lab_module,
+                "load_lxd_spec",
+                lambda *_args, **_kwargs: (asking, asking.lxd),
+            )
+            made = lab(control_planes=1, workers=0, name=unique_name("bin-"))
+            tasks = Tasks()
+            _, run = deliver(made.inventory_path, "mount", f"file://{mirror}", tasks)
+            run.raise_for_failure("mount delivery onto an image with the binaries")
+        assert sum(s.changed for s in run.stats.values()) == 0
+        assert tasks.statuses(FROM_MOUNT) <= {"skipped"}
+        assert tasks.statuses(FROM_CONTROLLER) <= {"skipped"}
+        tarball = download.server_tarball(VERSION, ARCH, artifact_cache_dir())
+        verified = kube_binaries.sha256_of_unpacked(tarball)
+        paths = " ".join(f"/usr/local/bin/{n}" for n in sorted(verified))
+        status, output = node_sh(made, f"sha256sum $(readlink -f {paths})")
+        assert status == 0, output
+        assert {
+            line.split()[1].rsplit("/", 1)[1]: line.split()[0] for line in output.splitlines()
+        } == verified
+    finally:
+        leftover = find_image(client, alias)
+        if leftover is not None:
+            leftover.delete(wait=True)

@@ -2,7 +2,9 @@
 
 The image is small (minbase plus what a node needs to boot and be reached over SSH), by
 default with the node base's Debian packages installed (``lxd.imageNodeBase``: provisioning
-then runs no apt), and carries nothing specific to a node: no SSH key (injected when a node
+then runs no apt), on request with the Kubernetes binaries of the stack's version
+(``lxd.imageKubernetesBinaries``: installed where the release role puts them, so it finds
+them in place), and carries nothing specific to a node: no SSH key (injected when a node
 is created), no host keys (generated on first boot), an empty machine-id. A hash over every
 build input is stored as an image property; a build whose inputs did not change is a no-op.
 """
@@ -20,7 +22,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +31,15 @@ import pylxd
 import yaml
 from pylxd.exceptions import NotFound
 
+from kubesmith.downloads import download, kube_binaries
 from kubesmith.errors import KubesmithError, ToolMissingError, UserError
 from kubesmith.local.aptsources import archive_mirror, image_sources, render_deb822
 from kubesmith.local.daemon import has_tool
 from kubesmith.local.debootstrap import DebootstrapProgress
 from kubesmith.progress import SILENT, Reporter
 from kubesmith.provision.packages import node_image_packages
+from kubesmith.provision.target import artifact_cache_dir
+from kubesmith.provision.variables import RELEASE_BIN_DIR, RELEASE_ROOT
 from kubesmith.resources import package_file
 from kubesmith.spec import ClusterSpec
 from kubesmith.state.paths import state_dir
@@ -70,6 +75,8 @@ MANAGED_PROPERTY = "kubesmith.managed"
 HASH_PROPERTY = "kubesmith.input_hash"
 #: The node base's packages the image carries, space-separated (empty: none).
 NODE_BASE_PROPERTY = "kubesmith.node_base"
+#: The Kubernetes version whose binaries the image carries (empty: none).
+KUBERNETES_PROPERTY = "kubesmith.kubernetes"
 #: dpkg architecture -> LXD architecture name.
 _LXD_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
@@ -88,10 +95,21 @@ class Recipe:
     overlay: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: The node base's Debian packages installed on top (empty: none).
     node_base: tuple[str, ...] = ()
+    #: (version, pinned checksum of its server tarball) of the Kubernetes binaries carried.
+    kubernetes: tuple[str, str] | None = None
 
     def input_hash(self) -> str:
         data = {"recipe_version": RECIPE_VERSION, **self.__dict__}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KubernetesBinaries:
+    """One release's binaries for the image: verified and unpacked on the controller."""
+
+    version: str
+    checksum: str
+    files: Mapping[str, Path]
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,7 @@ def make_recipe(
     architecture: str | None = None,
     etc_apt: Path = Path("/etc/apt"),
     node_base: Sequence[str] = (),
+    kubernetes: KubernetesBinaries | None = None,
 ) -> Recipe:
     sources = image_sources(RELEASE, etc_apt)
     return Recipe(
@@ -137,6 +156,7 @@ def make_recipe(
         mirror=archive_mirror(sources, RELEASE),
         overlay=read_overlay(),
         node_base=tuple(sorted(set(node_base))),
+        kubernetes=(kubernetes.version, kubernetes.checksum) if kubernetes else None,
     )
 
 
@@ -144,6 +164,36 @@ def stack_node_base(spec: ClusterSpec) -> tuple[str, ...]:
     """The node base packages the image of a stack carries (none with imageNodeBase false)."""
     assert spec.lxd is not None
     return node_image_packages(spec) if spec.lxd.image_node_base else ()
+
+
+def stack_kubernetes_binaries(spec: ClusterSpec, architecture: str) -> KubernetesBinaries | None:
+    """The Kubernetes binaries a stack's image carries (``lxd.imageKubernetesBinaries``),
+    fetched and verified into the controller's cache first: before any build step, so an
+    offline machine without a mirror stops at once, naming the file and the setting."""
+    assert spec.lxd is not None
+    if not (spec.lxd.image_kubernetes_binaries and spec.artifacts.kubernetes_binaries):
+        return None
+    tarball = download.server_tarball(
+        spec.kubernetes_version, architecture, artifact_cache_dir(), spec.artifacts.mirror_base_url
+    )
+    download.fetch_all([tarball])
+    return KubernetesBinaries(tarball.version, tarball.checksum, kube_binaries.unpack(tarball))
+
+
+def install_kubernetes_binaries(rootfs: Path, binaries: KubernetesBinaries) -> list[str]:
+    """Each binary where the release role installs it (<RELEASE_ROOT>/<name>/<version>/<name>,
+    linked from RELEASE_BIN_DIR), so its probe finds the release in place; the names."""
+    for name, source in sorted(binaries.files.items()):
+        installed = f"{RELEASE_ROOT}/{name}/{binaries.version}/{name}"
+        target = rootfs / installed.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        target.chmod(0o755)
+        link = rootfs / RELEASE_BIN_DIR.lstrip("/") / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(installed)
+    return sorted(binaries.files)
 
 
 def find_image(client: pylxd.Client, alias: str) -> pylxd.models.Image | None:
@@ -387,11 +437,14 @@ def _metadata(recipe: Recipe, input_hash: str) -> bytes:
             "release": recipe.release,
             "description": (
                 f"kubesmith node (Debian {recipe.release}"
-                f"{', node base' if recipe.node_base else ''}, {input_hash[:12]})"
+                f"{', node base' if recipe.node_base else ''}"
+                f"{f', Kubernetes {recipe.kubernetes[0]}' if recipe.kubernetes else ''}"
+                f", {input_hash[:12]})"
             ),
             MANAGED_PROPERTY: "true",
             HASH_PROPERTY: input_hash,
             NODE_BASE_PROPERTY: " ".join(recipe.node_base),
+            KUBERNETES_PROPERTY: recipe.kubernetes[0] if recipe.kubernetes else "",
         },
     }
     payload = yaml.safe_dump(document, sort_keys=False).encode()
@@ -434,10 +487,16 @@ def build_stack_image(
     force: bool = False,
     reporter: Reporter = SILENT,
 ) -> BuildResult:
-    """The image a stack's nodes launch from: ``lxd.image``, with the stack's node base."""
+    """The image a stack's nodes launch from: ``lxd.image``, with the stack's node base and,
+    when the stack asks for them, its Kubernetes binaries."""
     assert spec.lxd is not None
     return build_image(
-        client, spec.lxd.image, node_base=stack_node_base(spec), force=force, reporter=reporter
+        client,
+        spec.lxd.image,
+        node_base=stack_node_base(spec),
+        kubernetes=stack_kubernetes_binaries(spec, dpkg_architecture()),
+        force=force,
+        reporter=reporter,
     )
 
 
@@ -446,16 +505,17 @@ def build_image(
     alias: str,
     *,
     node_base: Sequence[str] = (),
+    kubernetes: KubernetesBinaries | None = None,
     force: bool = False,
     reporter: Reporter = SILENT,
 ) -> BuildResult:
     """Build and import the node image under ``alias`` unless an identical one is there.
 
-    A build reports numbered phases to ``reporter`` (four, five with a node base),
-    debootstrap's and apt's progress as details.
+    A build reports numbered phases to ``reporter`` (four, one more each for a node base and
+    Kubernetes binaries), debootstrap's and apt's progress as details.
     """
     started = time.monotonic()
-    recipe = make_recipe(node_base=node_base)
+    recipe = make_recipe(node_base=node_base, kubernetes=kubernetes)
     input_hash = recipe.input_hash()
     with _build_lock(reporter):
         previous = find_image(client, alias)
@@ -483,7 +543,7 @@ def build_image(
             "no image yet" if previous is None else "rebuild forced" if force else "inputs changed"
         )
         reporter.note(f"node image {alias}: {reason}; building (a few minutes)")
-        steps = 5 if recipe.node_base else 4
+        steps = 4 + bool(recipe.node_base) + bool(kubernetes)
         try:
             reporter.phase(f"debootstrap {recipe.release}", 1, steps)
             _debootstrap(recipe, rootfs, log, reporter)
@@ -494,6 +554,13 @@ def build_image(
                     f"install the node base ({len(recipe.node_base)} packages)", 3, steps
                 )
                 _install_node_base(recipe, rootfs, log, reporter)
+            if kubernetes:
+                reporter.phase(
+                    f"install the Kubernetes {kubernetes.version} binaries",
+                    3 + bool(recipe.node_base),
+                    steps,
+                )
+                reporter.detail(", ".join(install_kubernetes_binaries(rootfs, kubernetes)))
             _clean_apt(rootfs, log)
             reporter.phase("pack rootfs", steps - 1, steps)
             # Uncompressed: LXD unpacks plain tar, and gzip would cost more than the upload.

@@ -50,6 +50,9 @@ COMPONENT_GROUPS: Mapping[str, frozenset[str]] = {
 }
 #: Where release binaries are linked; the CNI convention keeps plugins in /opt/cni/bin.
 RELEASE_BIN_DIR = "/usr/local/bin"
+#: Where the release role installs each release (its ``release_root``), for what is put in
+#: place outside a run: the node image's Kubernetes binaries (kubesmith.local.image).
+RELEASE_ROOT = "/opt/kubesmith"
 RELEASE_BIN_DIRS: Mapping[str, str] = {"cni_plugins": "/opt/cni/bin"}
 
 
