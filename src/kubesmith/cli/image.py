@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kubesmith.cli.console import out, reporter
+from kubesmith.cli.console import download_progress, out, reporter
 from kubesmith.cli.options import LocalStack
 from kubesmith.local.connection import connect
 from kubesmith.local.image import build_stack_image
@@ -31,8 +31,10 @@ def build(
         out.print(f"stack {stack} uses lxd.remoteImage {lxd.remote_image}; nothing to build")
         return
     client = connect()
-    with reporter() as progress:
-        result = build_stack_image(client, spec, force=force, reporter=progress)
+    with reporter() as progress, download_progress() as downloads:
+        result = build_stack_image(
+            client, spec, force=force, reporter=progress, download_progress=downloads
+        )
     state = "built" if result.built else "up to date"
     out.print(
         f"image {result.alias}: {state} in {duration(result.seconds)} "

@@ -32,6 +32,7 @@ import yaml
 from pylxd.exceptions import NotFound
 
 from kubesmith.downloads import download, kube_binaries
+from kubesmith.downloads.download import ByteProgress
 from kubesmith.errors import KubesmithError, ToolMissingError, UserError
 from kubesmith.local.aptsources import archive_mirror, image_sources, render_deb822
 from kubesmith.local.daemon import has_tool
@@ -100,6 +101,9 @@ class Recipe:
 
     def input_hash(self) -> str:
         data = {"recipe_version": RECIPE_VERSION, **self.__dict__}
+        # An image without binaries hashes as before the field existed (no needless rebuild).
+        if self.kubernetes is None:
+            del data["kubernetes"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -166,7 +170,9 @@ def stack_node_base(spec: ClusterSpec) -> tuple[str, ...]:
     return node_image_packages(spec) if spec.lxd.image_node_base else ()
 
 
-def stack_kubernetes_binaries(spec: ClusterSpec, architecture: str) -> KubernetesBinaries | None:
+def stack_kubernetes_binaries(
+    spec: ClusterSpec, architecture: str, progress: ByteProgress | None = None
+) -> KubernetesBinaries | None:
     """The Kubernetes binaries a stack's image carries (``lxd.imageKubernetesBinaries``),
     fetched and verified into the controller's cache first: before any build step, so an
     offline machine without a mirror stops at once, naming the file and the setting."""
@@ -176,7 +182,7 @@ def stack_kubernetes_binaries(spec: ClusterSpec, architecture: str) -> Kubernete
     tarball = download.server_tarball(
         spec.kubernetes_version, architecture, artifact_cache_dir(), spec.artifacts.mirror_base_url
     )
-    download.fetch_all([tarball])
+    download.fetch(tarball, progress=progress)
     return KubernetesBinaries(tarball.version, tarball.checksum, kube_binaries.unpack(tarball))
 
 
@@ -486,15 +492,17 @@ def build_stack_image(
     *,
     force: bool = False,
     reporter: Reporter = SILENT,
+    download_progress: ByteProgress | None = None,
 ) -> BuildResult:
     """The image a stack's nodes launch from: ``lxd.image``, with the stack's node base and,
-    when the stack asks for them, its Kubernetes binaries."""
+    when the stack asks for them, its Kubernetes binaries (``download_progress`` hears their
+    download)."""
     assert spec.lxd is not None
     return build_image(
         client,
         spec.lxd.image,
         node_base=stack_node_base(spec),
-        kubernetes=stack_kubernetes_binaries(spec, dpkg_architecture()),
+        kubernetes=stack_kubernetes_binaries(spec, dpkg_architecture(), download_progress),
         force=force,
         reporter=reporter,
     )
