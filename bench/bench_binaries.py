@@ -13,6 +13,11 @@ Kubernetes roles call it, no service), each case on nodes without them:
   mount re-run       nothing to do (must report no change)
   fetch 1+2          AWS's way, here on LXD: each node downloads the tarball itself from a
                      server on the bridge's host address and checks the sha512
+  image build        the node image with the node base and the binaries baked in
+                     (lxd.imageKubernetesBinaries; its own alias, deleted afterwards): build
+                     seconds and the image's size, beside the same build without them
+  image 1+2          nodes launched from that image: the release role finds the binaries in
+                     place (must report no change)
 The control plane gets all six binaries (430 MB), the workers kubelet and kube-proxy (135 MB).
 Each row has the CPU the nodes and this machine (Ansible and the bench's own process: the
 controller's checksums and unpacking) spent (bench/labrun.py).
@@ -25,6 +30,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from tests.binarylab import (
     REALISTIC_MB,
@@ -37,8 +43,12 @@ from tests.binarylab import (
 from tests.clusterlab import serve
 
 from bench.labrun import Run, bench_home, lab, measured, row
+from kubesmith.local import lab as lab_module
+from kubesmith.local.connection import connect
 from kubesmith.local.host import gateway_interface
+from kubesmith.local.image import build_stack_image, find_image
 from kubesmith.local.stackspec import load_lxd_spec
+from kubesmith.spec import ClusterSpec
 
 REPO = Path(__file__).resolve().parents[1]
 _NO_BINARIES = (
@@ -54,6 +64,48 @@ def _forget_binaries(names: list[str]) -> None:
 
 def _deliver(inventory: Path, names: list[str], delivery: str, mirror: str) -> Run:
     return measured(names, lambda: deliver(inventory, delivery, mirror)[1], with_self=True)
+
+
+def _image_rows(spec: ClusterSpec, mirror: str) -> list[dict[str, object]]:
+    """Build the image with and without the binaries under a bench alias (forced, timed),
+    then deliver onto a 1+2 lab launched from the one with them."""
+    assert spec.lxd is not None
+    client = connect()
+    alias = "kubesmith-bench-bin"
+    rows: list[dict[str, object]] = []
+    try:
+        for carried in (False, True):
+            stack = spec.model_copy(
+                update={
+                    "kubernetes_version": VERSION,
+                    "lxd": spec.lxd.model_copy(
+                        update={"image": alias, "image_kubernetes_binaries": carried}
+                    ),
+                    "artifacts": spec.artifacts.model_copy(
+                        update={"mirror_base_url": mirror, "kubernetes_binaries": True}
+                    ),
+                }
+            )
+            built = build_stack_image(client, stack, force=True)
+            image = find_image(client, alias)
+            assert image is not None
+            rows.append(
+                {
+                    "case": f"image build, node base{' + binaries' if carried else ''}",
+                    "seconds": round(built.seconds, 1),
+                    "image_mb": round(int(image.size) / 1e6),
+                }
+            )
+        with (
+            mock.patch.object(lab_module, "load_lxd_spec", return_value=(stack, stack.lxd)),
+            lab("bin-img", 1, 2) as (inventory, names),
+        ):
+            rows.append(row("image 1+2", _deliver(inventory, names, "mount", mirror), {}))
+    finally:
+        leftover = find_image(client, alias)
+        if leftover is not None:
+            leftover.delete(wait=True)
+    return rows
 
 
 def run() -> list[dict[str, object]]:
@@ -80,6 +132,9 @@ def run() -> list[dict[str, object]]:
             rows.append(row("mount re-run", _deliver(inventory, names, "mount", files.url), {}))
             _forget_binaries(names)
             rows.append(row("fetch 1+2", _deliver(inventory, names, "fetch", files.url), {}))
+        with pinned_tarball(sha512):
+            spec, _ = load_lxd_spec("local", REPO)
+            rows += _image_rows(spec, f"file://{mirror}")
         shutil.rmtree(mirror, ignore_errors=True)
     rows.append({"case": "stand-in tarball written (not timed above)", "seconds": made})
     return rows
