@@ -694,3 +694,45 @@ def test_smoke_on_a_configuration_only_cluster_fails_fast_and_says_why(cluster: 
         "(kubesmith provision without --no-kubernetes-binaries)"
     ]
     assert time.monotonic() - started < 120
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def test_status_reports_every_node_and_names_what_needs_attention(cluster: Cluster) -> None:
+    result = kubesmith("status", "--inventory", str(cluster.inventory), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = json.loads(result.stdout)
+    nodes = {node["name"]: node for node in found["nodes"]}
+    assert sorted(nodes) == sorted(cluster.hosts)
+    assert found["problems"] == []
+    assert found["kubernetes_binaries"] is False
+    assert found["last_run"]["ok"] is True
+    assert found["certificate"]["days_left"] > 300
+    etcd_hosts = sorted(cluster.control_planes)
+    for name, node in nodes.items():
+        assert node["reachable"], name
+        assert node["units"]["containerd"] == "active", name
+        assert node["versions"]["containerd"], name
+        if name in etcd_hosts:
+            assert node["units"]["etcd"] == "active", name
+            assert node["etcd_healthy"] is True, name
+            assert node["etcd_members"] == etcd_hosts, name
+            assert node["versions"]["etcd"], name
+        else:
+            assert node["etcd_healthy"] is None, name
+            assert node["units"]["haproxy"] == "active", name
+    # A stopped member (quorum kept by the other two) is named, and the exit says so.
+    member = etcd_hosts[-1]
+    cluster.run(member, "systemctl stop etcd")
+    try:
+        result = kubesmith("status", "--inventory", str(cluster.inventory))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{member}: etcd is inactive" in result.stderr
+        assert f"{member}: its etcd member does not answer healthy" in result.stderr
+        assert "need attention" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        cluster.run(member, "systemctl start etcd")
+    result = kubesmith("status", "--inventory", str(cluster.inventory))
+    assert result.returncode == 0, result.stdout + result.stderr

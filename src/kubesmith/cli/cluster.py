@@ -5,7 +5,9 @@
   in the mirror layout for air-gapped sites;
 - smoke: playbooks/smoke.yml against a provisioned cluster;
 - kubeconfig: the admin kubeconfig (certificates embedded), written 0600;
-- certs: when every certificate of the cluster expires.
+- certs: when every certificate of the cluster expires;
+- status: each node's services, versions and etcd member, the soonest certificate expiry and
+  the last provisioning run, with what needs attention (kubesmith.provision.status).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from kubesmith.provision import target as targets
 from kubesmith.provision.admin import admin_kubeconfig
 from kubesmith.provision.recap import Progress, recap_table
 from kubesmith.provision.runner import RunRequest, run_playbook
+from kubesmith.provision.status import collect
 from kubesmith.spec import ClusterSpec
 from kubesmith.stackfile import load_spec
 from kubesmith.state.certs import expiries
@@ -58,6 +61,7 @@ def register(app: typer.Typer) -> None:
     app.command("smoke")(smoke)
     app.command("kubeconfig")(kubeconfig)
     app.command("certs")(certs)
+    app.command("status")(status)
 
 
 def _arches(values: list[str]) -> list[str]:
@@ -219,3 +223,54 @@ def certs(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrN
             hint="renew: kubesmith provision --tags pki,etcd,control_plane,kubelet,kube_proxy "
             "(see docs/runbooks/certificates.md)",
         )
+
+
+def status(
+    stack: str | None = StackOrNone,
+    inventory: Path | None = InventoryOrNone,
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """Each node: reachable, its services, installed versions, its etcd member; the soonest
+    certificate expiry and the last provisioning run. Exit 1 when something needs attention."""
+    target = _target(stack, inventory)
+    found = collect(target)
+    if as_json:
+        out.print_json(found.to_json())
+    else:
+        for node in found.nodes:
+            roles = ",".join(g for g in node.groups if g != "k8s_cluster")
+            if not node.reachable:
+                out.print(
+                    f"{node.name}  {roles}  [red]unreachable[/]: {node.error}", highlight=False
+                )
+                continue
+            units = " ".join(
+                f"{name}={state}" for name, state in node.units.items() if state != "inactive"
+            )
+            versions_ = " ".join(f"{name} {value}" for name, value in node.versions.items())
+            etcd = ""
+            if node.etcd_healthy is not None:
+                etcd = f"  etcd {'healthy' if node.etcd_healthy else 'unhealthy'}"
+                etcd += f" ({len(node.etcd_members)} members)"
+            out.print(
+                f"{node.name}  {roles}  {units or 'no service active'}{etcd}", highlight=False
+            )
+            out.print(f"  {versions_ or 'nothing installed'}", highlight=False)
+        if found.certificate:
+            cert = found.certificate
+            out.print(
+                f"soonest certificate: {cert['path']} in {cert['days_left']} days", highlight=False
+            )
+        run = found.last_run
+        if run:
+            how = "ok" if run.get("ok") else f"failed: {run.get('failure')}"
+            out.print(f"last provisioning run: {run.get('finished')} {how}", highlight=False)
+    if found.problems:
+        for problem in found.problems:
+            err.print(f"[yellow]attention[/]: {problem}", highlight=False)
+        raise KubesmithError(
+            f"{target.label}: {len(found.problems)} thing(s) need attention "
+            f"(first: {found.problems[0]})"
+        )
+    if not as_json:
+        out.print(f"[green]ok[/]: {target.label}: every node answers and nothing needs attention")

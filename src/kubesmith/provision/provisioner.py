@@ -26,8 +26,14 @@ from kubesmith.provision.runner import (
     run_playbook,
 )
 from kubesmith.provision.target import Target
-from kubesmith.provision.variables import cluster_variables, node_base_variables, release_needs
+from kubesmith.provision.variables import (
+    BINARIES_VAR,
+    cluster_variables,
+    node_base_variables,
+    release_needs,
+)
 from kubesmith.resources import playbooks_dir
+from kubesmith.state import records
 from kubesmith.state.pki import PkiReport
 
 
@@ -167,4 +173,14 @@ def provision(
         check=options.check,
         env=options.env,
     )
-    return Outcome(report, downloaded, run_playbook(request, on_event))
+    result = run_playbook(request, on_event)
+    if not options.check:
+        binaries = extravars.get(BINARIES_VAR) if playbook == SITE_PLAYBOOK else None
+        records.record_run(
+            target.state_dir,
+            ok=result.ok,
+            changed=sum(s.changed for s in result.stats.values()),
+            failure=result.failures[0].describe() if result.failures else result.error,
+            kubernetes_binaries=binaries if isinstance(binaries, bool) else None,
+        )
+    return Outcome(report, downloaded, result)

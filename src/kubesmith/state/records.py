@@ -3,12 +3,17 @@
 Two records live in the cluster's state directory: the Kubernetes version of the last run
 (upgrades go one minor at a time, never back) and the pod network (it is never switched under
 a running cluster). Each check runs before any node changes; each record is written once
-everything the run needs was fetched.
+everything the run needs was fetched. A third, ``last-run.json``, says when the last
+provisioning run (not a check run) ended and how, for `kubesmith status`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from kubesmith.cluster import Cluster
 from kubesmith.errors import UserError
@@ -19,6 +24,8 @@ from kubesmith.versions import minor_of
 VERSION_FILE = "kubernetes-version"
 #: The pod network the cluster was provisioned with ("bridge", "flannel vxlan", ...).
 POD_NETWORK_FILE = "pod-network"
+#: When the last provisioning run ended, how, and whether it had the Kubernetes binaries.
+LAST_RUN_FILE = "last-run.json"
 
 
 def _read(path: Path) -> str | None:
@@ -81,3 +88,38 @@ def record(state: Path, cluster: Cluster) -> None:
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     _write(state, VERSION_FILE, cluster.spec.kubernetes_version)
     _write(state, POD_NETWORK_FILE, cluster.pod_network_label)
+
+
+def record_run(
+    state: Path,
+    *,
+    ok: bool,
+    changed: int,
+    failure: str,
+    kubernetes_binaries: bool | None,
+    now: dt.datetime | None = None,
+) -> None:
+    """Keep how the last provisioning run ended (``kubernetes_binaries`` None: a run of the
+    node base only, which keeps the earlier run's value)."""
+    if kubernetes_binaries is None:
+        earlier = last_run(state) or {}
+        kept = earlier.get("kubernetes_binaries")
+        kubernetes_binaries = kept if isinstance(kept, bool) else None
+    document = {
+        "finished": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
+        "ok": ok,
+        "changed": changed,
+        "failure": failure,
+        "kubernetes_binaries": kubernetes_binaries,
+    }
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic_write(state / LAST_RUN_FILE, (json.dumps(document) + "\n").encode(), 0o644)
+
+
+def last_run(state: Path) -> Mapping[str, Any] | None:
+    """The last run's record, or None (never provisioned here, or an unreadable record)."""
+    try:
+        found = json.loads((state / LAST_RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
