@@ -43,8 +43,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "downloads": frozenset({"errors", "versions", "spec", "state"}),
     "apps": frozenset({"errors", "versions", "resources", "spec", "state"}),
     "provision": _BELOW | {"stackfile", "nodes", "state", "downloads", "apps"},
-    # Labs are LXD nodes plus the inventory provisioning reads.
-    "local": _BELOW | {"stackfile", "nodes", "state", "provision"},
+    # Labs are LXD nodes plus the inventory provisioning reads; the node image may carry
+    # verified downloads (the Kubernetes binaries).
+    "local": _BELOW | {"stackfile", "nodes", "state", "downloads", "provision"},
     "program": _BELOW | {"stackfile", "nodes", "state", "downloads", "apps", "provision", "local"},
     "cli": _BELOW
     | {"stackfile", "nodes", "state", "downloads", "apps", "provision", "local", "program"},

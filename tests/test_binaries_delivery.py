@@ -22,6 +22,7 @@ from kubesmith.local.shares import attach_for, device
 from kubesmith.program.backends import binaries_attach
 from kubesmith.provision import kubernetes
 from kubesmith.provision.provisioner import Options, provision
+from kubesmith.provision.runner import RunResult
 from kubesmith.provision.target import Target, for_inventory
 from kubesmith.provision.variables import DELIVERY_VAR, binaries_delivery
 from kubesmith.spec import ClusterSpec, parse_cluster
@@ -172,7 +173,8 @@ def test_mounts_are_attached_before_the_run_and_never_in_check_mode(
 ) -> None:
     attached: list[Sequence[kubernetes.Mount]] = []
     monkeypatch.setattr(
-        "kubesmith.provision.provisioner.run_playbook", lambda _request, _events: "ran"
+        "kubesmith.provision.provisioner.run_playbook",
+        lambda _request, _events: RunResult("successful", 0),
     )
     with serve(tmp_path / "www") as files:
         files.put(SERVER_URL, TARBALL)
