@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from kubesmith import versions
 from kubesmith.cli import app
 from kubesmith.downloads.imagelock import ImageRef, pinned_images
+from tests.conftest import REPO
 from tests.registrylab import Registry, ensure_packages, oci_image, run_skopeo, running_registry
 
 runner = CliRunner()
@@ -121,6 +122,14 @@ def test_lock_records_what_the_registry_serves_and_check_catches_a_moved_tag(
     assert "drift" in errors[0]
     assert "images.coredns" not in errors[0]
     assert copy.read_text() == locked_text
+
+    # A stack locks only what its nodes pull: the local stack (bridge, app hello) no flannel.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        code, output = lock(copy, registry, "--check", "-s", "local")
+    assert code == 1, output
+    checked = set(re.findall(r"^images\.(\S+) ", output, flags=re.MULTILINE))
+    assert checked == {"sandbox", "coredns", "smoke", "apps.hello"}
 
     # Locking again records the moved tag's digest, and the check passes once more.
     code, output = lock(copy, registry)

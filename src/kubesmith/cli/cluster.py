@@ -199,14 +199,18 @@ def lock_command(
     drifted: list[str] = []
     for key, ref in pins.items():
         result = imagelock.LockResult(key, ref, imagelock.resolve(ref, mirror))
-        status = result.status
-        if status != "unchanged":
+        was = f"versions.yaml has {ref.digest}" if ref.digest else "versions.yaml has no digest"
+        if result.status == "unchanged":
+            label = "unchanged"
+        elif check:
+            label = f"{result.status}: {was}"
+            drifted.append(
+                f"images.{key} {ref.tagged} ({label}, the registry serves {result.served})"
+            )
+        else:
+            label = f"recorded ({was})"
             changed[key] = str(result.locked)
-            if check:
-                drifted.append(
-                    f"images.{key} {ref.tagged} ({status}; the registry serves {result.served})"
-                )
-        progress.print(f"images.{key} {ref.tagged}: {result.served} ({status})", highlight=False)
+        progress.print(f"images.{key} {ref.tagged}: {result.served} {label}", highlight=False)
     if check:
         if drifted:
             raise KubesmithError(
