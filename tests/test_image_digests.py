@@ -42,7 +42,7 @@ from kubesmith.provision import kubernetes
 from kubesmith.provision.target import Target, for_inventory
 from kubesmith.provision.variables import cluster_variables
 from kubesmith.spec import CniPlugin
-from tests.clusterlab import local_spec, write_inventory
+from tests.clusterlab import air_project, listed_images, local_spec, write_inventory
 from tests.conftest import REPO
 
 PLAYBOOKS = REPO / "playbooks"
@@ -240,6 +240,20 @@ def test_containerd_and_the_smoke_test_pull_pinned_images(tmp_path: Path) -> Non
 def test_the_smoke_playbook_refuses_an_image_without_a_digest() -> None:
     checks = yaml.safe_load((PLAYBOOKS / "smoke.yml").read_text())[0]["tasks"][0]
     assert "sha256" in str(checks["ansible.builtin.assert"]["that"])
+
+
+@pytest.mark.parametrize("plugin", typing.get_args(CniPlugin))
+def test_artifacts_list_shows_every_image_with_its_digest(
+    plugin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = air_project(
+        tmp_path, monkeypatch, stack="dev", cni={"plugin": plugin}, apps=[{"name": "hello"}]
+    )
+    result = runner.invoke(app, ["artifacts", "list", "-s", stack])
+    assert result.exit_code == 0, result.output
+    images = listed_images(result.output)
+    assert versions.image("sandbox") in images
+    assert unpinned(images) == []
 
 
 # --- `kubesmith artifacts lock` without a registry ----------------------------------------

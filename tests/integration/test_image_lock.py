@@ -125,7 +125,7 @@ def test_lock_records_what_the_registry_serves_and_check_catches_a_moved_tag(
 
     # A stack locks only what its nodes pull: the local stack (bridge, app hello) no flannel.
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(REPO)
+        patch.setenv("KUBESMITH_PROJECT", str(REPO))
         code, output = lock(copy, registry, "--check", "-s", "local")
     assert code == 1, output
     checked = set(re.findall(r"^images\.(\S+) ", output, flags=re.MULTILINE))
