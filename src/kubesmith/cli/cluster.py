@@ -34,7 +34,8 @@ from kubesmith.state.certs import expiries
 from kubesmith.state.files import atomic_write
 
 artifacts_app = typer.Typer(
-    help="Release files a stack downloads: list them, fetch them for an air-gapped site.",
+    help="Release files a stack downloads: list them, fetch them for an air-gapped site; "
+    "lock the digests of the images it pulls.",
     no_args_is_help=True,
 )
 
@@ -192,9 +193,9 @@ def lock_command(
     record it there (comments and layout kept); with --stack, only the images STACK pulls."""
     path = versions_file or versions.versions_file()
     mirror = imagelock.RegistryMirror.parse(registry_mirror) if registry_mirror else None
+    pins = _stack_pins(imagelock.read_pins(path), stack)
     if not check:
         imagelock.check_writable(path)
-    pins = _stack_pins(imagelock.read_pins(path), stack)
     changed: dict[str, str] = {}
     drifted: list[str] = []
     for key, ref in pins.items():
