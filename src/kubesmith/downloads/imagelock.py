@@ -87,15 +87,6 @@ class ImageRef:
         return text
 
 
-def is_pinned(reference: str) -> bool:
-    """True when ``reference`` names both a tag and a sha256 digest."""
-    try:
-        ref = ImageRef.parse(reference)
-    except ValueError:
-        return False
-    return ref.tag is not None and ref.digest is not None
-
-
 @dataclass(frozen=True)
 class RegistryMirror:
     """Where a mirror holds each upstream image: ``<host><prefix>/<registry>/<repository>``."""
