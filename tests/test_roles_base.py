@@ -27,6 +27,8 @@ ROLES = REPO / "playbooks" / "roles"
 BASE_ROLES = ("node_prep", "pki", "containerd", "etcd", "release", "api_proxy")
 #: Inputs a role cannot default sensibly: argument_specs marks them required.
 REQUIRED = {"etcd": {"etcd_address", "etcd_members"}}
+# The sandbox image has no default: any default would be an image not pinned in versions.yaml.
+REQUIRED["containerd"] = {"containerd_sandbox_image"}
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -15,9 +16,14 @@ from kubesmith.resources import package_file
 ArchiveFormat = Literal["tar.gz", "binary"]
 
 
+def versions_file() -> Path:
+    """versions.yaml itself: in a source checkout, the checkout's (`artifacts lock` writes it)."""
+    return package_file("versions.yaml")
+
+
 @cache
 def load() -> dict[str, Any]:
-    with package_file("versions.yaml").open(encoding="utf-8") as fh:
+    with versions_file().open(encoding="utf-8") as fh:
         return cast(dict[str, Any], yaml.safe_load(fh))
 
 

@@ -1,8 +1,9 @@
-"""`kubesmith artifacts list|fetch`, `smoke`, `kubeconfig` and `certs`.
+"""`kubesmith artifacts list|fetch|lock`, `smoke`, `kubeconfig` and `certs`.
 
 - artifacts: every file a stack downloads, the Pulumi CLI and plugins included (URL, pinned
   checksum, size when the controller has a verified copy), and a verified copy of all of them
-  in the mirror layout for air-gapped sites;
+  in the mirror layout for air-gapped sites; `lock` records the digest each pinned image tag
+  resolves to in versions.yaml (`--check`: report drift only);
 - smoke: playbooks/smoke.yml against a provisioned cluster;
 - kubeconfig: the admin kubeconfig (certificates embedded), written 0600;
 - certs: when every certificate of the cluster expires;
@@ -22,7 +23,7 @@ from kubesmith.apps.images import images_of
 from kubesmith.apps.render import render_stack_apps
 from kubesmith.cli.console import download_progress, err, out, progress
 from kubesmith.cli.options import OptionalStack, Stack
-from kubesmith.downloads import airgap
+from kubesmith.downloads import airgap, imagelock
 from kubesmith.downloads.download import Download
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.provision import target as targets
@@ -36,7 +37,8 @@ from kubesmith.state.certs import expiries
 from kubesmith.state.files import atomic_write
 
 artifacts_app = typer.Typer(
-    help="Release files a stack downloads: list them, fetch them for an air-gapped site.",
+    help="Release files a stack downloads: list them, fetch them for an air-gapped site; "
+    "lock the digests of the images it pulls.",
     no_args_is_help=True,
 )
 
@@ -155,6 +157,77 @@ def fetch_command(
     out.print(
         f"[green]ok[/]: {len(downloads)} files verified in {dest}; serve it and set "
         "kubesmith:cluster.artifacts.mirrorBaseUrl to its URL"
+    )
+
+
+def _stack_pins(
+    pins: dict[str, imagelock.ImageRef], stack: str | None
+) -> dict[str, imagelock.ImageRef]:
+    """``pins``, or only those ``stack``'s nodes pull (its shape's images, its apps')."""
+    if stack is None:
+        return pins
+    spec = load_spec(stack)
+    app_images = {app: images_of(o) for app, o in render_stack_apps(spec, stack).items()}
+    needed = set()
+    for image in airgap.needed_images(spec, app_images):
+        try:
+            needed.add(imagelock.ImageRef.parse(image).tagged)
+        except ValueError:
+            continue  # an app's own image, not pinned in versions.yaml
+    return {key: ref for key, ref in pins.items() if ref.tagged in needed}
+
+
+@artifacts_app.command("lock")
+def lock_command(
+    stack: str | None = OptionalStack,
+    registry_mirror: str | None = typer.Option(
+        None,
+        "--registry-mirror",
+        help="Read the images from this registry mirror instead: URL under which each image "
+        "sits below its registry's host, <URL>/<registry>/<repository>:<tag> (http: no TLS).",
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Change nothing; exit 1 when a recorded digest has drifted."
+    ),
+    versions_file: Path | None = typer.Option(
+        None, "--versions-file", help="The versions file to lock (default: kubesmith's own)."
+    ),
+) -> None:
+    """Resolve each image tag pinned in versions.yaml to the digest its registry serves and
+    record it there (comments and layout kept); with --stack, only the images STACK pulls."""
+    path = versions_file or versions.versions_file()
+    mirror = imagelock.RegistryMirror.parse(registry_mirror) if registry_mirror else None
+    pins = _stack_pins(imagelock.read_pins(path), stack)
+    if not check:
+        imagelock.check_writable(path)
+    changed: dict[str, str] = {}
+    drifted: list[str] = []
+    for key, ref in pins.items():
+        result = imagelock.LockResult(key, ref, imagelock.resolve(ref, mirror))
+        was = f"versions.yaml has {ref.digest}" if ref.digest else "versions.yaml has no digest"
+        if result.status == "unchanged":
+            label = "unchanged"
+        elif check:
+            label = f"{result.status}: {was}"
+            drifted.append(
+                f"images.{key} {ref.tagged} ({label}, the registry serves {result.served})"
+            )
+        else:
+            label = f"recorded ({was})"
+            changed[key] = str(result.locked)
+        progress.print(f"images.{key} {ref.tagged}: {result.served} {label}", highlight=False)
+    if check:
+        if drifted:
+            raise KubesmithError(
+                "digest drift: " + "; ".join(drifted),
+                hint="run `kubesmith artifacts lock` to record what the registries serve",
+            )
+        out.print(f"[green]ok[/]: {len(pins)} image digests in {path} match their registries")
+        return
+    if changed:
+        imagelock.record_digests(path, changed)
+    out.print(
+        f"[green]ok[/]: {len(pins)} images locked in {path} ({len(changed)} digests recorded)"
     )
 
 
