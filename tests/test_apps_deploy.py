@@ -225,6 +225,20 @@ def test_bad_values_stop_the_program_before_any_resource() -> None:
     ]
 
 
+@pytest.mark.parametrize("agent", ["none", "kube-router"])
+def test_up_warns_of_a_policy_nothing_enforces_and_deploys_it_anyway(agent: str) -> None:
+    config = prod_config({"networkPolicy": {"fromNamespaces": ["ingress"]}})
+    config["kubesmith:cluster"]["cni"] = {"networkPolicy": agent}
+    run = run_program("prod", config, program=apps_program())
+    warnings = [m for m in run.log if "nothing on this cluster enforces it" in m]
+    assert len(warnings) == (1 if agent == "none" else 0)
+    if warnings:
+        assert "Pulumi.prod.yaml: app hello enables NetworkPolicy hello" in warnings[0]
+    # A warning, not an error: the policy is deployed (and enforced once an agent runs).
+    kinds = [r.type.rsplit(":", 1)[-1] for r in objects_of(run.resources)]
+    assert "NetworkPolicy" in kinds
+
+
 def test_the_environment_defaults_to_the_stack_and_can_be_chosen() -> None:
     chosen = run_program("prod", prod_config({}), program=apps_program(env="dev"))
     service = next(r for r in objects_of(chosen.resources) if r.type.endswith(":Service"))

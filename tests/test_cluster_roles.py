@@ -81,7 +81,11 @@ def test_a_role_reads_nothing_of_the_inventory(role: str) -> None:
 
 @pytest.mark.parametrize("role", K8S_ROLES)
 def test_probe_then_write_in_one_dialect(role: str) -> None:
-    entries = [p for p in (ROLES / role / "tasks").glob("*.yml") if p.stem in ("main", "flannel")]
+    entries = [
+        p
+        for p in (ROLES / role / "tasks").glob("*.yml")
+        if p.stem in ("main", "flannel", "network_policy")
+    ]
     for path in sorted((ROLES / role / "tasks").glob("*.yml")):
         found = list(tasks(load(path)))
         modules = Counter(k for t in found for k in t if k.startswith(("ansible.", "kubesmith_")))
@@ -91,9 +95,15 @@ def test_probe_then_write_in_one_dialect(role: str) -> None:
             if "probe" in task.get("name", ""):
                 assert "ansible.builtin.raw" in task, task["name"]
                 assert task.get("check_mode") is False
-    # One write task per entry point (main, with bridge.yml imported, and flannel).
+    # One write task per entry point (main, with bridge.yml imported; flannel and
+    # network_policy, each with addon.yml imported).
     for entry in entries:
-        paths = [entry, *(entry.parent / "bridge.yml",) * (entry.stem == "main" and role == "cni")]
+        imported = [
+            entry.parent / t["ansible.builtin.import_tasks"]
+            for t in tasks(load(entry))
+            if "ansible.builtin.import_tasks" in t
+        ]
+        paths = [entry, *imported]
         writes = [t for p in paths for t in tasks(load(p)) if "kubesmith_files" in t]
         assert len(writes) == 1, f"{role} {entry.stem}: {len(writes)} kubesmith_files tasks"
 

@@ -221,6 +221,7 @@ class ArtifactsSpec(_Model):
 
 CniPlugin = Literal["bridge", "flannel"]
 FlannelBackend = Literal["vxlan", "host-gw"]
+NetworkPolicyAgent = Literal["none", "kube-router"]
 
 
 class CniSpec(_Model):
@@ -232,10 +233,15 @@ class CniSpec(_Model):
     carries pod traffic between nodes over ``flannelBackend``: ``vxlan`` (the default)
     encapsulates it, so it crosses subnets and zones; ``host-gw`` routes it unencapsulated,
     which needs every node on one layer-2 network.
+
+    Neither plugin enforces NetworkPolicy. ``networkPolicy`` names the agent that does:
+    ``none`` (the default: policies are stored by the API and ignored) or ``kube-router``
+    (kube-router's network policy firewall alone, beside either plugin, as k3s embeds it).
     """
 
     plugin: CniPlugin = "bridge"
     flannel_backend: FlannelBackend | None = None
+    network_policy: NetworkPolicyAgent = "none"
 
     @field_validator("flannel_backend")
     @classmethod
@@ -252,6 +258,11 @@ class CniSpec(_Model):
     def backend(self) -> FlannelBackend:
         """The flannel backend in effect (vxlan unless flannelBackend says otherwise)."""
         return self.flannel_backend or "vxlan"
+
+    @property
+    def enforces_network_policy(self) -> bool:
+        """Whether anything on the cluster enforces NetworkPolicy objects."""
+        return self.network_policy != "none"
 
 
 class AppRef(_Model):

@@ -31,6 +31,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from kubesmith.apps.policy import unenforced_policies
 from kubesmith.apps.render import render_stack_apps
 from kubesmith.errors import ConfigError
 from kubesmith.spec import ClusterSpec
@@ -222,6 +223,8 @@ class AppsDeployment(pulumi.ComponentResource):
         if problems:
             raise ConfigError(problems)
         super().__init__("kubesmith:apps:AppsDeployment", name, None, opts)
+        for warning in unenforced_policies(args.spec, args.stack, rendered):
+            pulumi.log.warn(warning, resource=self)
         self.provider = k8s.Provider(
             f"{name}-kubernetes",
             kubeconfig=pulumi.Output.secret(args.kubeconfig),

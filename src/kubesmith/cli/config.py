@@ -7,7 +7,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from kubesmith.cli.console import out
+from kubesmith.apps.policy import unenforced_policies
+from kubesmith.apps.render import render_stack_apps
+from kubesmith.cli.console import err, out
 from kubesmith.cli.options import Stack
 from kubesmith.spec import ClusterSpec
 from kubesmith.stackfile import load_spec
@@ -57,9 +59,16 @@ def spec_table(stack: str, spec: ClusterSpec) -> Table:
 
 @app.command("check")
 def check(stack: str = Stack) -> None:
-    """Validate Pulumi.STACK.yaml and print the resolved spec (defaults filled in)."""
+    """Validate Pulumi.STACK.yaml and print the resolved spec (defaults filled in).
+
+    The stack's apps are rendered and checked as `pulumi up` deploys them; a NetworkPolicy
+    that no agent of the cluster enforces is named in a warning (kubesmith.apps.policy).
+    """
     spec = load_spec(stack)
+    rendered = render_stack_apps(spec, stack)
     out.print(spec_table(stack, spec))
+    for warning in unenforced_policies(spec, stack, rendered):
+        err.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
     out.print(
         f"[green]ok[/]: Pulumi.{stack}.yaml is valid ({spec.control_planes} control planes, "
         f"{spec.workers} workers, backend {spec.backend}, Kubernetes {spec.kubernetes_version})"

@@ -32,6 +32,9 @@ ARCHES = versions.ARCHITECTURES
 IMAGES = ("sandbox", "coredns", "smoke")
 #: Images of the flannel add-on, pulled only when kubesmith:cluster.cni.plugin is flannel.
 FLANNEL_IMAGES = ("flannel", "flannel_cni_plugin")
+#: The NetworkPolicy agent's image, pulled only when kubesmith:cluster.cni.networkPolicy is
+#: kube-router.
+NETWORK_POLICY_IMAGES = {"none": (), "kube-router": ("kube_router",)}
 
 
 def stack_downloads(
@@ -73,6 +76,7 @@ def distro_packages(spec: ClusterSpec) -> dict[str, tuple[str, ...]]:
 
 def images(spec: ClusterSpec) -> dict[str, str]:
     names = IMAGES + (FLANNEL_IMAGES if spec.cni.plugin == "flannel" else ())
+    names += NETWORK_POLICY_IMAGES[spec.cni.network_policy]
     return {name: versions.image(name) for name in names}
 
 

@@ -4,9 +4,9 @@
 it checks the user's extra flags against the cluster's minor, refuses a version jump or a pod
 network switch (kubesmith.state.records), creates (once) the Secrets encryption key,
 allocates the nodes' pod ranges (bridge CNI) or checks their room (flannel), renders the
-add-ons (RBAC, CoreDNS, flannel when chosen) from templates/addons, and, unless the
-Kubernetes binaries are turned off, plans how the binaries reach the nodes (the backend's
-``Delivery``, kubesmith.provision.variables):
+add-ons (RBAC, CoreDNS, flannel and kube-router when chosen) from templates/addons, and,
+unless the Kubernetes binaries are turned off, plans how the binaries reach the nodes (the
+backend's ``Delivery``, kubesmith.provision.variables):
 
 - ``mount`` (LXD): the controller fetches and verifies the server tarball for every node
   architecture and unpacks it once; each node gets that one directory as a read-only mount
@@ -136,6 +136,15 @@ def flannel_manifests(cluster: Cluster, cni_bin_dir: str) -> list[dict[str, Any]
         "cniBinDir": cni_bin_dir,
     }
     return render_addon("flannel", values, templates=templates_dir())
+
+
+def network_policy_manifests(cluster: Cluster) -> list[dict[str, Any]]:
+    """The NetworkPolicy agent's add-on (templates/addons/<agent>), none without one."""
+    agent = cluster.spec.cni.network_policy
+    if agent == "none":
+        return []
+    values = {"image": versions.image("kube_router"), "serviceCidr": cluster.spec.service_cidr}
+    return render_addon(agent, values, templates=templates_dir())
 
 
 def _extra_args(target: Target, cluster: Cluster) -> dict[str, dict[str, Any]]:
@@ -271,6 +280,7 @@ def prepare(
             pod_cidrs={host: str(cidr) for host, cidr in pod_cidrs.items()},
             extra_args=extra_args,
             flannel_manifests=(flannel_manifests(cluster, cni_bin_dir(target)) if flannel else []),
+            network_policy_manifests=network_policy_manifests(cluster),
             rbac_manifests=rbac_manifests(),
             coredns_manifests=coredns_manifests(cluster),
         ),

@@ -80,6 +80,8 @@ class ClusterVariables(_Variables):
     api_proxy: bool
     cni_plugin: str
     flannel_backend: str
+    #: The NetworkPolicy agent ("none" or "kube-router"): the cni role prepares its nodes.
+    network_policy: str
     node_cidr_mask_size: int
 
 
@@ -100,6 +102,7 @@ def cluster_variables(cluster: Cluster) -> ClusterVariables:
         api_proxy=cluster.uses_local_api_proxy,
         cni_plugin=spec.cni.plugin,
         flannel_backend=spec.cni.backend,
+        network_policy=spec.cni.network_policy,
         node_cidr_mask_size=NODE_PREFIX,
     )
 
@@ -197,6 +200,8 @@ class KubernetesVariables(_Variables):
     #: Component -> {flag: value}: the user's extra flags, checked for the cluster's minor.
     extra_args: dict[str, dict[str, Any]]
     flannel_manifests: list[dict[str, Any]]
+    #: The NetworkPolicy agent's add-on (templates/addons/kube-router); empty without one.
+    network_policy_manifests: list[dict[str, Any]]
     rbac_manifests: list[dict[str, Any]]
     coredns_manifests: list[dict[str, Any]]
 
