@@ -92,6 +92,25 @@ def test_every_kubesmith_command_in_a_workflow_parses(workflow: str, line: str) 
     assert f"Usage: kubesmith {command}".replace(" placeholder", "") in output
 
 
+def runbook_lines() -> list[str]:
+    text = (REPO / "docs" / "runbooks" / "ci.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+    return [line for block in blocks for line in kubesmith_lines(block)]
+
+
+def test_the_runbook_s_commands_are_the_workflows_and_parse() -> None:
+    lines = runbook_lines()
+    assert lines == [
+        "kubesmith stack sweep --prefix ci- --older-than 6h",
+        "kubesmith stack sweep --prefix ci- --older-than 6h --dry-run",
+        "kubesmith stack sweep --prefix ci- --older-than 6h",
+    ]
+    for line in lines:
+        assert parses(line)[0], line
+    cron = workflows()["sweep-stacks.yml"]
+    assert cron["jobs"]["sweep"]["env"]["OLDER_THAN"] == "${{ inputs.older-than || '6h' }}"
+
+
 @pytest.mark.parametrize(
     "line",
     [
