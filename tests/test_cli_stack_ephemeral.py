@@ -11,6 +11,8 @@ building, JSON and timestamp parsing) with a stand-in for the CLI that answers
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,16 @@ def test_a_new_stack_is_the_template_with_its_cluster_named_after_it(
     assert {k: v for k, v in source["config"].items() if k != "kubesmith:cluster"} == {
         k: v for k, v in written["config"].items() if k != "kubesmith:cluster"
     }
+    # A file a person may commit: it passes the project's own YAML lint.
+    yamllint = Path(sys.executable).parent / "yamllint"
+    config = REPO / ".yamllint.yml"
+    lint = subprocess.run(
+        [str(yamllint), "-s", "-c", str(config), str(project / "Pulumi.ci-1234567890-2.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,14 @@ def load_spec(stack: str, root: Path | None = None) -> ClusterSpec:
 _STACK_KEYS = ("encryptionsalt", "encryptedkey")
 
 
+class _StackFileDumper(yaml.SafeDumper):
+    """Lists indented under their key, as the project's yamllint config wants."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        del indentless  # never indentless: "- item" sits two spaces under its key
+        super().increase_indent(flow, False)
+
+
 def new_stack_file(name: str, source: str, root: Path) -> Path:
     """Write Pulumi.<name>.yaml from Pulumi.<source>.yaml: the same settings, the cluster
     named ``name`` (AWS names its resources after the cluster, so nothing else collides),
@@ -100,7 +108,7 @@ def new_stack_file(name: str, source: str, root: Path) -> Path:
     header = f"# Made by `kubesmith stack new {name} --from {source}` from {source_name}.\n---\n"
     try:
         with target.open("x", encoding="utf-8") as fh:
-            fh.write(header + yaml.safe_dump(copy, sort_keys=False))
+            fh.write(header + yaml.dump(copy, Dumper=_StackFileDumper, sort_keys=False))
     except FileExistsError:
         raise UserError(f"{target.name} already exists; choose another stack name") from None
     return target
