@@ -68,7 +68,7 @@ def candidates(
         if summary.update_in_progress:
             found.append(Candidate(summary.name, name, age, False, "an update is running"))
         elif age is None:
-            found.append(Candidate(summary.name, name, age, False, "never updated: age unknown"))
+            found.append(Candidate(summary.name, name, age, False, "never updated"))
         elif age <= older_than:
             found.append(Candidate(summary.name, name, age, False, "recent"))
         else:
@@ -84,7 +84,7 @@ def _utc(moment: datetime) -> datetime:
 def describe_age(age: timedelta | None) -> str:
     if age is None:
         return "age unknown"
-    minutes = int(age.total_seconds()) // 60
+    minutes = max(0, int(age.total_seconds()) // 60)  # a clock ahead of the backend's: 0
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m ago"
 
