@@ -37,6 +37,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check playbooks
 	$(BIN)/ruff format --check playbooks
 	ANSIBLE_CONFIG=playbooks/ansible.cfg PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --offline --profile production playbooks
+	# GitHub Actions workflows: actionlint (syntax, expressions, reusable-workflow inputs) and
+	# zizmor (security audits), both offline; tests/test_workflows.py checks the commands they run.
+	$(BIN)/actionlint
+	$(BIN)/zizmor --offline --persona pedantic .github
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

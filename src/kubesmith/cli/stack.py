@@ -1,4 +1,5 @@
-"""`kubesmith preview|up|destroy|inventory -s STACK`: the stack's machines, through Pulumi.
+"""`kubesmith preview|up|destroy|inventory -s STACK`: the stack's machines, through Pulumi;
+`kubesmith stack new|sweep`: ephemeral stacks (CI) made from a template and swept when stale.
 
 Every command validates Pulumi.STACK.yaml first, so configuration errors show before anything
 is downloaded; then it gets the Pulumi CLI (PATH's when supported, else kubesmith's own) and,
@@ -10,16 +11,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import typer
 
 from kubesmith.cli.console import download_progress, out, progress
 from kubesmith.cli.options import Stack
-from kubesmith.errors import UserError
-from kubesmith.program import automation
+from kubesmith.errors import KubesmithError, UserError
+from kubesmith.program import automation, sweep
 from kubesmith.spec import ClusterSpec
-from kubesmith.stackfile import load_spec
+from kubesmith.stackfile import load_spec, new_stack_file
 from kubesmith.state.paths import forget_stack, project_root, stack_dir
 
 if TYPE_CHECKING:
@@ -31,6 +33,13 @@ def register(root: typer.Typer) -> None:
     root.command("up")(up)
     root.command("destroy")(destroy)
     root.command("inventory")(inventory)
+    stacks = typer.Typer(
+        help="Ephemeral stacks: make one from a template, sweep stale ones.",
+        no_args_is_help=True,
+    )
+    stacks.command("new")(new)
+    stacks.command("sweep")(sweep_stacks)
+    root.add_typer(stacks, name="stack")
 
 
 def _progress(line: str) -> None:
@@ -136,3 +145,56 @@ def inventory(stack: str = Stack) -> None:
     command = _ready(stack, plugins=False)
     text = automation.stack_output(stack, project_root(), command, "inventory")
     typer.echo(str(text), nl=False)
+
+
+def new(
+    name: str = typer.Argument(..., help="The new stack's name (also its cluster's name)."),
+    source: str = typer.Option(
+        ..., "--from", help="The stack whose Pulumi.<stack>.yaml is copied (an AWS stack)."
+    ),
+) -> None:
+    """Write Pulumi.NAME.yaml from a template stack, its cluster named NAME."""
+    path = new_stack_file(name, source, project_root())
+    out.print(f"{path.name} written from Pulumi.{source}.yaml; next: kubesmith up -s {name}")
+
+
+def sweep_stacks(
+    prefix: str = typer.Option(..., "--prefix", help="Only stacks whose name starts so."),
+    older_than: str = typer.Option(
+        ..., "--older-than", help="Age of the last update, such as 6h, 90m or 2d."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Only list what would be destroyed; change nothing."
+    ),
+) -> None:
+    """Destroy and remove the stacks named PREFIX* whose last update is older than a limit."""
+    if not prefix:
+        raise UserError("--prefix '': an empty prefix would sweep every stack")
+    limit = sweep.parse_age(older_than)
+    root = project_root()
+    with download_progress() as downloads:
+        # Plugins only when something may be destroyed; the listing needs none.
+        command = automation.pulumi_command(root, None, _progress, downloads, plugins=not dry_run)
+    found = sweep.candidates(sweep.list_stacks(root, command), prefix, limit, datetime.now(UTC))
+    failed: list[str] = []
+    for stack in found:
+        age = sweep.describe_age(stack.age)
+        if not stack.stale:
+            out.print(f"{stack.short_name}: kept ({stack.reason}, {age})", highlight=False)
+        elif dry_run:
+            out.print(f"{stack.short_name}: would destroy (last update {age})", highlight=False)
+        else:
+            out.print(f"{stack.short_name}: destroying (last update {age})", highlight=False)
+            try:
+                automation.destroy(stack.name, root, command, _progress, remove=True)
+            except KubesmithError as exc:
+                failed.append(f"{stack.short_name} ({exc.message})")
+                continue
+            forget_stack(stack.short_name, root)
+    stale = sum(stack.stale for stack in found)
+    if failed:
+        raise KubesmithError(
+            f"sweep: {len(failed)} of {stale} stale stacks not destroyed: {'; '.join(failed)}"
+        )
+    done = "would destroy" if dry_run else "destroyed"
+    out.print(f"sweep {prefix}* older than {older_than}: {done} {stale}, kept {len(found) - stale}")
