@@ -10,6 +10,7 @@ registry; tests/integration/test_image_lock.py runs it against a real one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -40,7 +41,7 @@ from kubesmith.errors import KubesmithError, UserError
 from kubesmith.provision import kubernetes
 from kubesmith.provision.target import Target, for_inventory
 from kubesmith.provision.variables import cluster_variables
-from kubesmith.spec import CniPlugin
+from kubesmith.spec import CniPlugin, NetworkPolicyAgent
 from tests.clusterlab import air_project, listed_images, local_spec, write_inventory
 from tests.conftest import REPO
 
@@ -80,9 +81,11 @@ def _no_probe(_target: Target, _hosts: object) -> dict[str, str]:
     raise AssertionError("nodes probed although no binary is needed")
 
 
-def _shape_variables(directory: Path, plugin: str) -> dict[str, Any]:
-    """What site.yml receives for a 1+1 lab of ``plugin`` in a configuration-only run."""
-    inventory = write_inventory(directory, local_spec(1, 1, cni={"plugin": plugin}))
+def _shape_variables(directory: Path, plugin: str, policy: str = "none") -> dict[str, Any]:
+    """What site.yml receives for a 1+1 lab of ``plugin`` (and NetworkPolicy agent ``policy``)
+    in a configuration-only run."""
+    cni = {"plugin": plugin, "networkPolicy": policy}
+    inventory = write_inventory(directory, local_spec(1, 1, cni=cni))
     target = for_inventory(inventory.path, "distro")
     off = {"kubesmith_kubernetes_binaries": False}
     prepared = kubernetes.prepare(target, {}, off, _no_probe)
@@ -92,11 +95,14 @@ def _shape_variables(directory: Path, plugin: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("plugin", typing.get_args(CniPlugin))
+SHAPES = list(itertools.product(typing.get_args(CniPlugin), typing.get_args(NetworkPolicyAgent)))
+
+
+@pytest.mark.parametrize(("plugin", "policy"), SHAPES)
 def test_every_addon_a_shape_deploys_names_its_images_by_digest(
-    tmp_path: Path, plugin: str
+    tmp_path: Path, plugin: str, policy: str
 ) -> None:
-    variables = _shape_variables(tmp_path, plugin)
+    variables = _shape_variables(tmp_path, plugin, policy)
     manifests = {k: v for k, v in variables.items() if k.endswith("_manifests") and v}
     images = {image for objects in manifests.values() for image in images_of(objects)}
     assert versions.image("coredns") in images
@@ -106,8 +112,8 @@ def test_every_addon_a_shape_deploys_names_its_images_by_digest(
 
 def test_every_addon_is_rendered_by_some_shape(tmp_path: Path) -> None:
     rendered = set()
-    for plugin in typing.get_args(CniPlugin):
-        variables = _shape_variables(tmp_path / plugin, plugin)
+    for plugin, policy in SHAPES:
+        variables = _shape_variables(tmp_path / f"{plugin}-{policy}", plugin, policy)
         for key, objects in variables.items():
             if key.endswith("_manifests"):
                 rendered |= {o["metadata"]["labels"]["app.kubernetes.io/name"] for o in objects}
