@@ -45,6 +45,7 @@ from kubesmith.spec import ClusterSpec, parse_cluster
 from kubesmith.state import podcidr
 from kubesmith.state.paths import stack_dir
 from kubesmith.state.pki import PkiReport
+from tests.test_pod_security import issuer_ca
 
 
 def spec(**extra: object) -> ClusterSpec:
@@ -182,8 +183,6 @@ def test_trigger_follows_inventory_playbooks_versions_and_spec(tmp_path: Path) -
 
 def test_trigger_follows_the_oidc_ca_behind_the_same_path(tmp_path: Path) -> None:
     """A renewed issuer CA in the same file reruns provisioning (it reaches the apiservers)."""
-    from tests.test_pod_security import issuer_ca
-
     issuer_ca(tmp_path / "ca.pem")
     oidc = {"issuerUrl": "https://i.example", "clientId": "k", "caFile": str(tmp_path / "ca.pem")}
     first = trigger_hash(inventory(), spec(oidc=oidc))
