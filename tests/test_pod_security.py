@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kubesmith import versions
 from kubesmith.errors import ConfigError
 from kubesmith.provision import flags
 from kubesmith.provision.apiserver_config import (
@@ -36,7 +37,7 @@ from tests.clusterlab import local_spec
 from tests.test_flannel import PINNED_MINORS, evaluate, lab, prepare, site_variables
 
 Level = Literal["privileged", "baseline", "restricted"]
-PolicyVersion = re.compile(r"^(latest|v1\.\d+)$")
+POLICY_VERSION = re.compile(r"^(latest|v1\.\d+)$")
 
 
 class _Strict(BaseModel):
@@ -57,7 +58,7 @@ class PodSecurityDefaults(_Strict):
     @field_validator("enforce_version", "audit_version", "warn_version")
     @classmethod
     def _version(cls, value: str) -> str:
-        assert PolicyVersion.fullmatch(value), value
+        assert POLICY_VERSION.fullmatch(value), value
         return value
 
 
@@ -187,8 +188,6 @@ def issuer_ca(path: Path) -> str:
 
 
 def version_of(minor: str) -> str:
-    from kubesmith import versions
-
     return next(v for v in versions.kubernetes_versions() if v.startswith(minor + "."))
 
 
