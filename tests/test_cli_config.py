@@ -199,6 +199,61 @@ BAD_CASES: list[tuple[str, str, Mutation, str, str]] = [
         "more than once",
     ),
     ("apps-not-a-list", "local", setter("apps", "hello"), "apps", "must be a list"),
+    # Pod Security admission and OIDC (docs/cluster.md, "Security").
+    (
+        "pod-security-level-misspelt",
+        "local",
+        setter("podSecurity.enforce", "strict"),
+        "podSecurity.enforce",
+        "'privileged', 'baseline' or 'restricted'",
+    ),
+    (
+        "pod-security-key-misspelt",
+        "local",
+        setter("podSecurity.wran", "baseline"),
+        "podSecurity.wran",
+        "did you mean 'warn'",
+    ),
+    (
+        "oidc-issuer-over-http",
+        "local",
+        setter("oidc", {"issuerUrl": "http://login.example.com", "clientId": "k"}),
+        "oidc.issuerUrl",
+        "https URL",
+    ),
+    (
+        "oidc-without-client",
+        "local",
+        setter("oidc", {"issuerUrl": "https://login.example.com"}),
+        "oidc.clientId",
+        "is required",
+    ),
+    (
+        "oidc-ca-file-missing",
+        "local",
+        setter(
+            "oidc",
+            {"issuerUrl": "https://i.example", "clientId": "k", "caFile": "/nonexistent/ca.pem"},
+        ),
+        "oidc.caFile",
+        "cannot read /nonexistent/ca.pem",
+    ),
+    (
+        "oidc-ca-file-not-pem",
+        "local",
+        setter("oidc", {"issuerUrl": "https://i.example", "clientId": "k", "caFile": __file__}),
+        "oidc.caFile",
+        "holds no PEM certificate",
+    ),
+    (
+        "oidc-system-prefix",
+        "local",
+        setter(
+            "oidc", {"issuerUrl": "https://i.example", "clientId": "k", "groupsPrefix": "system:"}
+        ),
+        "oidc.groupsPrefix",
+        "reserved",
+    ),
 ]
 
 

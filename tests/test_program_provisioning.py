@@ -45,6 +45,7 @@ from kubesmith.spec import ClusterSpec, parse_cluster
 from kubesmith.state import podcidr
 from kubesmith.state.paths import stack_dir
 from kubesmith.state.pki import PkiReport
+from tests.test_pod_security import issuer_ca
 
 
 def spec(**extra: object) -> ClusterSpec:
@@ -178,6 +179,16 @@ def test_trigger_follows_inventory_playbooks_versions_and_spec(tmp_path: Path) -
         versions_file.read_text().replace(versions.component("etcd").version, "0.0.1")
     )
     assert digest() != changed_playbooks
+
+
+def test_trigger_follows_the_oidc_ca_behind_the_same_path(tmp_path: Path) -> None:
+    """A renewed issuer CA in the same file reruns provisioning (it reaches the apiservers)."""
+    issuer_ca(tmp_path / "ca.pem")
+    oidc = {"issuerUrl": "https://i.example", "clientId": "k", "caFile": str(tmp_path / "ca.pem")}
+    first = trigger_hash(inventory(), spec(oidc=oidc))
+    assert trigger_hash(inventory(), spec(oidc=oidc)) == first
+    issuer_ca(tmp_path / "ca.pem")
+    assert trigger_hash(inventory(), spec(oidc=oidc)) != first
 
 
 def test_provider_reruns_on_trigger_changes_only_and_never_replaces() -> None:

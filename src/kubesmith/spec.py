@@ -13,8 +13,12 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -279,6 +283,107 @@ class AppRef(_Model):
         return value
 
 
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+
+
+class PodSecuritySpec(_Model):
+    """The Pod Security Standards level kube-apiserver's PodSecurity admission applies to every
+    namespace without its own ``pod-security.kubernetes.io/*`` labels: ``enforce`` refuses a
+    pod that breaks it, ``warn`` tells the client, ``audit`` marks the audit event."""
+
+    enforce: PodSecurityLevel = "baseline"
+    warn: PodSecurityLevel = "restricted"
+    audit: PodSecurityLevel = "restricted"
+
+
+def issuer_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an OIDC issuer for kube-apiserver, or None: https, a host, no
+    query, fragment or user info (the apiserver compares it with the tokens' ``iss``)."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme != "https"
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or re.search(r"\s", url)
+    ):
+        return (
+            "must be an https URL without query, fragment or user info, such as "
+            f"https://login.example.com/realms/k8s, got {url!r}"
+        )
+    return None
+
+
+def read_ca_bundle(path: str) -> str:
+    """The PEM text of the certificates at ``path`` (a file on the controller, ``~`` expanded),
+    or ValueError naming why it cannot be used: missing, unreadable, not PEM certificates."""
+    file = Path(path).expanduser()
+    if not file.is_absolute():
+        raise ValueError(f"must be an absolute path (or start with ~/), got {path!r}")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise ValueError(f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return "".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in certificates)
+
+
+class OidcSpec(_Model):
+    """OpenID Connect: kube-apiserver accepts ID tokens of one issuer for ``clientId``, the
+    user named by ``usernameClaim`` (prefixed), in the groups of ``groupsClaim`` (prefixed).
+    ``caFile``: the issuer's CA on the controller, for an issuer whose certificate the nodes'
+    system CAs do not verify."""
+
+    issuer_url: StrictStr
+    client_id: StrictStr
+    username_claim: StrictStr = "sub"
+    username_prefix: StrictStr = "oidc:"
+    groups_claim: StrictStr = "groups"
+    groups_prefix: StrictStr = "oidc:"
+    ca_file: StrictStr | None = None
+
+    @field_validator("issuer_url")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        problem = issuer_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("client_id", "username_claim", "groups_claim")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise ValueError(f"must be a non-empty name without surrounding spaces, got {value!r}")
+        return value
+
+    @field_validator("username_prefix", "groups_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # Tokens must not name Kubernetes' own identities (system:masters, system:nodes, ...).
+        if value.startswith("system:"):
+            raise ValueError(f"must not start with 'system:' (reserved), got {value!r}")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is not None:
+            read_ca_bundle(value)
+        return value
+
+    @property
+    def ca_pem(self) -> str | None:
+        """The issuer's CA certificates as PEM text (read from caFile now), or None."""
+        return None if self.ca_file is None else read_ca_bundle(self.ca_file)
+
+
 class ClusterSpec(_Model):
     """Everything kubesmith needs to know about one cluster."""
 
@@ -296,6 +401,8 @@ class ClusterSpec(_Model):
     aws: AwsSpec | None = None
     apps: list[AppRef] = Field(default_factory=list)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
+    pod_security: PodSecuritySpec = Field(default_factory=PodSecuritySpec)
+    oidc: OidcSpec | None = None
 
     @field_validator("name")
     @classmethod

@@ -12,6 +12,7 @@ not serve.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -107,6 +108,46 @@ def test_cluster_passes_the_smoke_test_and_reruns_clean(
     )
     hosts = yaml.safe_load(inventory.read_text())["all"]["hosts"]
     assert sorted(nodes.stdout.split()) == sorted(f"node/{h}" for h in hosts)
+    check_pod_security_defaults(kubectl, config)
 
     again = kubesmith(*provision)
     assert f"{len(hosts)} hosts provisioned, 0 changes" in again.stdout
+
+
+def pod(name: str, security_context: dict[str, object]) -> str:
+    container = {
+        "name": "c",
+        "image": "example.invalid/never-pulled",
+        "securityContext": security_context,
+    }
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [container]},
+        }
+    )
+
+
+def check_pod_security_defaults(kubectl: Path, config: Path) -> None:
+    """The cluster-wide Pod Security levels (the stack's defaults: enforce baseline, warn
+    restricted) as the apiserver applies them: server-side dry runs in `default`, which run
+    admission but create nothing and pull no image."""
+
+    def dry_run(manifest: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(kubectl), "--kubeconfig", str(config), "create", "--dry-run=server", "-f", "-"],
+            input=manifest,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    refused = dry_run(pod("privileged", {"privileged": True}))
+    assert refused.returncode != 0, refused.stdout
+    assert 'violates PodSecurity "baseline:latest"' in refused.stderr, refused.stderr
+    warned = dry_run(pod("baseline-only", {}))
+    assert warned.returncode == 0, warned.stderr
+    assert 'would violate PodSecurity "restricted:latest"' in warned.stderr, warned.stderr

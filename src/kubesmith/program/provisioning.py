@@ -2,8 +2,9 @@
 
 `Provisioning` runs the same glue as `kubesmith provision -s STACK` once the node pool exists.
 Its one deciding input is a trigger: a sha256 over the inventory, every file under playbooks/,
-versions.yaml and the cluster spec. `pulumi preview` therefore shows the resource as changing
-exactly when provisioning would run again, and a `pulumi up` with nothing changed skips it.
+versions.yaml, the cluster spec and the controller files it names (the OIDC issuer's CA).
+`pulumi preview` therefore shows the resource as changing exactly when provisioning would run
+again, and a `pulumi up` with nothing changed skips it.
 
 Its outputs carry the run's recap and the pod range of every node (`pod_cidrs`, node name ->
 CIDR), read back from the allocation kubesmith.state.podcidr keeps in the stack's state:
@@ -34,6 +35,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from kubesmith.nodes import node_plan
+from kubesmith.provision.apiserver_config import authentication_configuration
 from kubesmith.provision.target import Target
 from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
@@ -62,6 +64,8 @@ def trigger_hash(
 
     add("inventory", json.dumps(inventory, sort_keys=True, default=str).encode())
     add("spec", spec.model_dump_json(by_alias=True).encode())
+    # The spec names oidc.caFile by path; a renewed CA behind the same path must rerun too.
+    add("authentication", json.dumps(authentication_configuration(spec), sort_keys=True).encode())
     add("versions", (versions_file or package_file("versions.yaml")).read_bytes())
     root = playbooks or playbooks_dir()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):

@@ -109,6 +109,14 @@ def extra_args_problems(
         if not isinstance(flags, Mapping):
             found.append(f"{where}: {EXTRA_ARGS_VAR}.{component}: must map flag names to values")
             continue
-        for problem in problems(component, minor, [str(f).removeprefix("--") for f in flags]):
+        names = [str(f).removeprefix("--") for f in flags]
+        refused = _data()[component].get("refused") or {}
+        for flag in names:
+            if flag in refused:
+                found.append(
+                    f"{where}: {EXTRA_ARGS_VAR}.{component}: --{flag} is refused: {refused[flag]}"
+                )
+        allowed = [flag for flag in names if flag not in refused]
+        for problem in problems(component, minor, allowed):
             found.append(f"{where}: {EXTRA_ARGS_VAR}.{component}: {problem}")
     return found

@@ -39,6 +39,10 @@ from kubesmith.cluster import CLUSTER_DOMAIN, Cluster
 from kubesmith.downloads import download, kube_binaries
 from kubesmith.downloads.download import Download
 from kubesmith.errors import UserError
+from kubesmith.provision.apiserver_config import (
+    admission_configuration,
+    authentication_configuration,
+)
 from kubesmith.provision.flags import EXTRA_ARGS_VAR, extra_args_problems
 from kubesmith.provision.packages import API_PROXY_PACKAGES, PACKAGES_BY_GROUP
 from kubesmith.provision.target import Target
@@ -279,6 +283,8 @@ def prepare(
             encryption_config=str(encryption_config),
             pod_cidrs={host: str(cidr) for host, cidr in pod_cidrs.items()},
             extra_args=extra_args,
+            admission_configuration=admission_configuration(cluster.spec),
+            authentication_configuration=authentication_configuration(cluster.spec) or {},
             flannel_manifests=(flannel_manifests(cluster, cni_bin_dir(target)) if flannel else []),
             network_policy_manifests=network_policy_manifests(cluster),
             rbac_manifests=rbac_manifests(),

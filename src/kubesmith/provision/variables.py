@@ -199,6 +199,10 @@ class KubernetesVariables(_Variables):
     pod_cidrs: dict[str, str]
     #: Component -> {flag: value}: the user's extra flags, checked for the cluster's minor.
     extra_args: dict[str, dict[str, Any]]
+    #: kube-apiserver's AdmissionConfiguration (PodSecurity defaults), as data.
+    admission_configuration: dict[str, Any]
+    #: kube-apiserver's AuthenticationConfiguration (OIDC), as data; empty without oidc.
+    authentication_configuration: dict[str, Any]
     flannel_manifests: list[dict[str, Any]]
     #: The NetworkPolicy agent's add-on (templates/addons/kube-router); empty without one.
     network_policy_manifests: list[dict[str, Any]]
