@@ -152,6 +152,8 @@ def test_a_fresh_member_runs_as_etcd_and_owns_only_its_data(lab: LabNodes) -> No
         ).stdout
         assert readable == ""
         assert lab.run(host, f"test -f {PKI}/ca.key", check=False).returncode == 0
+        # The control: the same check passes on what etcd must read in place.
+        lab.run(host, f"runuser -u etcd -- test -r {PKI}/etcd/ca.crt -a -r {CONFIG}")
     assert healthy(etcdctl(lab, HOSTS[0], "endpoint health --cluster")) == 3
     members = json.loads(etcdctl(lab, HOSTS[0], "member list --write-out=json").stdout)
     assert sorted(m["name"] for m in members["members"]) == sorted(HOSTS)
