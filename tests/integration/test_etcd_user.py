@@ -6,7 +6,8 @@ file order on it:
 
 1. the freshly provisioned members: etcd's process runs as the `etcd` user with no
    capabilities, no new privileges and a seccomp filter, sees the file system read-only but
-   its data directory; the data directory is 0700 and `etcd`'s throughout; its keys stay
+   its data directory, and systemd rates its sandbox at most 2.0 (`systemd-analyze security`);
+   the data directory is 0700 and `etcd`'s throughout; its keys stay
    root:root 0600 on disk and reach it as systemd credentials only; its units are 0600 and pass
    `systemd-analyze verify`; the cluster has 3 healthy members;
 2. convergence from what kubesmith left before etcd had its own user. The lab is put back into
@@ -173,6 +174,11 @@ def test_the_member_runs_with_least_privilege(lab: LabNodes) -> None:
     assert denied.returncode != 0
     assert "Read-only file system" in denied.stderr
     lab.run(host, f"{inside} sh -c 'touch {DATA}/.kubesmith-probe && rm {DATA}/.kubesmith-probe'")
+    # systemd's own rating of the sandbox (0 best, 10 worst; the root unit before rated 9.6).
+    rating = lab.run(host, "systemd-analyze security etcd.service --no-pager").stdout
+    exposure = re.search(r"Overall exposure level for etcd\.service: ([\d.]+)", rating)
+    assert exposure, rating
+    assert float(exposure[1]) <= 2.0, rating.splitlines()[-1]
     # Every unit of the role is valid (verify exits 0 on warnings: there must be none).
     verified = lab.run(host, f"systemd-analyze verify {UNIT} {' '.join(SNAPSHOT_UNITS)}")
     assert verified.stderr.strip() == ""
