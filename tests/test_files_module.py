@@ -81,6 +81,18 @@ def test_check_mode_reports_without_writing(files: ModuleType, tmp_path: Path) -
     assert not (tmp_path / "d").exists()
 
 
+def test_check_mode_takes_an_owner_still_to_be_created_as_a_change(
+    files: ModuleType, tmp_path: Path
+) -> None:
+    """A role creates its service user in a task the check run only reports: the files and
+    directories that user will own are changes then, and errors only in a real run."""
+    spec = {"path": str(tmp_path / "d"), "mode": "0700", "owner": "no-such-user-kubesmith"}
+    assert files._converges(files.converge_directory, spec | {"group": GROUP}, check=True)
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(files.FileError, match="unknown owner or group"):
+        files._converges(files.converge_directory, spec | {"group": GROUP}, check=False)
+
+
 def test_rejected_content_keeps_the_old_file(files: ModuleType, tmp_path: Path) -> None:
     dest = tmp_path / "config.toml"
     files.converge_file(_file(dest, "good\n"), check=False)

@@ -217,6 +217,24 @@ def test_stale_directories_are_missing_or_of_another_mode(
     assert [Path(s["path"]).name for s in stale] == ["wide", "missing"]
 
 
+def test_stale_directories_compare_owners_only_where_named(
+    filters: ModuleType, tmp_path: Path
+) -> None:
+    """etcd's data directory must be etcd's; a directory a package owns and the role only
+    needs (no owner named) is left to it."""
+    (tmp_path / "data").mkdir(mode=0o700)
+    (tmp_path / "data").chmod(0o700)
+    path = str(tmp_path / "data")
+    found = yaml.safe_load(_run(filters.directories_probe_json([path])))
+    me, my_group = found[path].split(" ")[1:]
+    unnamed = {"path": path, "mode": "0700"}
+    mine = unnamed | {"owner": me, "group": my_group}
+    others = unnamed | {"owner": "etcd-kubesmith-test", "group": my_group}
+    other_group = unnamed | {"owner": me, "group": "etcd-kubesmith-test"}
+    stale = filters.stale_directories([unnamed, mine, others, other_group], found)
+    assert stale == [others, other_group]
+
+
 @pytest.mark.parametrize("path", ['/etc/a"b', "/etc/a b", "/etc/a\\b"])
 def test_paths_that_would_break_the_probe_are_refused(filters: ModuleType, path: str) -> None:
     with pytest.raises(ValueError, match="managed path"):

@@ -216,12 +216,17 @@ def stale_directories(
     directories: Sequence[Mapping[str, Any]], probed: Mapping[str, str]
 ) -> list[Any]:
     """The ``directories`` ({path, mode}) missing or with another mode in directories_probe_json's
-    object. Owners are left as found (a package may own a directory the role only needs)."""
-    return [
-        item
-        for item in directories
-        if str(probed.get(item["path"], "")).split(" ")[0] != _octal(item["mode"])
-    ]
+    object. Owners are compared only where an entry names them ({path, mode, owner, group}):
+    otherwise they are left as found (a package may own a directory the role only needs)."""
+    stale = []
+    for item in directories:
+        found = str(probed.get(item["path"], "")).split(" ")
+        wanted = [_octal(item["mode"])]
+        if item.get("owner") or item.get("group"):
+            wanted += [item.get("owner") or "root", item.get("group") or "root"]
+        if found[: len(wanted)] != wanted:
+            stale.append(item)
+    return stale
 
 
 #: The options of playbooks/library/kubesmith_files.py for one file.

@@ -18,6 +18,7 @@ import shlex
 import stat
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -84,11 +85,15 @@ class FileError(Exception):
     """A problem with one managed path; the message names it."""
 
 
+class UnknownOwner(FileError):
+    """The owner or group does not exist (yet: in check mode, an earlier task would create it)."""
+
+
 def _ids(owner: str, group: str, path: str) -> tuple[int, int]:
     try:
         return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
     except KeyError as error:
-        raise FileError(f"{path}: unknown owner or group {owner}:{group}") from error
+        raise UnknownOwner(f"{path}: unknown owner or group {owner}:{group}") from error
 
 
 def _mode(text: str, path: str) -> int:
@@ -180,6 +185,19 @@ def converge_file(spec: dict[str, str], check: bool) -> bool:
     return True
 
 
+def _converges(
+    converge: Callable[[dict[str, str], bool], bool], spec: dict[str, str], check: bool
+) -> bool:
+    """Whether ``converge`` changes (would change) ``spec``. In check mode an owner that does
+    not exist yet (a user a role creates in an earlier task) means a change, not an error."""
+    try:
+        return converge(spec, check)
+    except UnknownOwner:
+        if check:
+            return True
+        raise
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -201,10 +219,10 @@ def main() -> None:
     changed: list[str] = []
     try:
         for directory in module.params["directories"]:
-            if converge_directory(directory, module.check_mode):
+            if _converges(converge_directory, directory, module.check_mode):
                 changed.append(directory["path"])
         for spec in module.params["files"]:
-            if converge_file(spec, module.check_mode):
+            if _converges(converge_file, spec, module.check_mode):
                 changed.append(spec["dest"])
     except (FileError, OSError) as error:
         module.fail_json(msg=str(error), changed_paths=changed, changed=bool(changed))

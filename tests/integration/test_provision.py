@@ -447,6 +447,18 @@ def test_writes_succeed_with_a_member_down_and_it_rejoins(lab: LabNodes) -> None
     assert value.stdout.strip() == "yes"
 
 
+def assert_member_is_etcds(lab: LabNodes, host: str) -> None:
+    """etcd runs as its own user and its data directory is that user's, 0700, throughout."""
+    uid = lab.run(host, "id -u etcd").stdout.strip()
+    found = lab.run(
+        host,
+        "grep ^Uid: /proc/$(systemctl show -p MainPID --value etcd)/status;"
+        " stat -c '%a %U:%G' /var/lib/etcd; find /var/lib/etcd ! -user etcd -o ! -group etcd",
+    ).stdout.splitlines()
+    assert found[0].split()[1:] == [uid] * 4, (host, found)
+    assert found[1:] == ["700 etcd:etcd"], (host, found)
+
+
 def test_snapshot_wipe_restore_brings_every_key_back(lab: LabNodes, tmp_path: Path) -> None:
     keys = {f"/kubesmith-test/key-{n}": f"value-{n}" for n in range(20)}
     for key, value in keys.items():
@@ -466,6 +478,9 @@ def test_snapshot_wipe_restore_brings_every_key_back(lab: LabNodes, tmp_path: Pa
     assert etcdctl(lab, CP2, "get /kubesmith-test/after-snapshot --print-value-only").stdout == ""
     assert healthy(etcdctl(lab, CP1, "endpoint health --cluster")) == 3
     assert lab.run(CP1, "ls -d /var/lib/etcd.before-restore-*").stdout.strip()
+    # The restore tool ran as root; the restored members are etcd's user's again.
+    for host in (CP1, CP2, CP3):
+        assert_member_is_etcds(lab, host)
 
 
 def test_replacing_a_failed_member(lab: LabNodes) -> None:
@@ -482,6 +497,7 @@ def test_replacing_a_failed_member(lab: LabNodes) -> None:
     assert healthy(etcdctl(lab, CP1, "endpoint health --cluster")) == 3
     value = etcdctl(lab, CP3, "get /kubesmith-test/key-7 --print-value-only --consistency=s")
     assert value.stdout.strip() == "value-7"
+    assert_member_is_etcds(lab, CP3)
 
 
 # --- bad inventories ----------------------------------------------------------------------
