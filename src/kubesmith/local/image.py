@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -218,7 +219,9 @@ def find_image(client: pylxd.Client, alias: str) -> pylxd.models.Image | None:
 
 @contextmanager
 def _build_lock(reporter: Reporter) -> Iterator[None]:
-    lock_path = state_dir() / "image-build.lock"
+    # Machine-wide, like the LXD images it guards: sessions with other state directories
+    # (two CI jobs, a test session beside `make up`) must not import and delete at once.
+    lock_path = Path(tempfile.gettempdir()) / "kubesmith-image-build.lock"
     with lock_path.open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
