@@ -42,6 +42,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "stackfile": frozenset({"errors", "resources", "spec", "state"}),
     "downloads": frozenset({"errors", "versions", "spec", "state"}),
     "apps": frozenset({"errors", "versions", "resources", "spec", "state"}),
+    "cis": frozenset({"resources"}),
     "provision": _BELOW | {"stackfile", "nodes", "state", "downloads", "apps"},
     # Labs are LXD nodes plus the inventory provisioning reads.
     "local": _BELOW | {"stackfile", "nodes", "state", "provision"},
