@@ -271,6 +271,16 @@ def test_a_missing_unit_or_config_file_fails_its_items() -> None:
     )
 
 
+def test_etcd_data_owned_by_root_inside_an_etcd_owned_directory_fails() -> None:
+    node = good_node()
+    node["/var/lib/etcd/member"] = directory(0o700)
+    assert failed(node)["1.1.12"].evidence == (
+        "/var/lib/etcd/member: owned by root:root, wanted etcd:etcd",
+    )
+    node["/var/lib/etcd/member"] = directory(0o700, owner="etcd")
+    assert failed(node) == {}
+
+
 def test_etcd_ownership_and_encryption_providers() -> None:
     node = good_node()
     node["/var/lib/etcd"] = directory(0o755)
