@@ -319,8 +319,11 @@ def test_the_probe_reports_modes_follows_config_flags_and_keeps_secrets_home(
     (tmp_path / "pki").mkdir()
     (tmp_path / "pki" / "a.key").write_text("PRIVATE")
     (tmp_path / "pki" / "a.key").chmod(0o640)
+    kubeconfig = tmp_path / "admin.conf"
+    kubeconfig.write_text("client-key-data: PRIVATE")
     request = Request(
         files=(str(unit_file), str(tmp_path / "absent")),
+        stats=(str(kubeconfig),),
         trees=(str(tmp_path / "pki"),),
         follow=((str(unit_file), "encryption-provider-config"),),
     )
@@ -330,7 +333,9 @@ def test_the_probe_reports_modes_follows_config_flags_and_keeps_secrets_home(
     assert "c2VjcmV0" not in result.stdout
     assert "PRIVATE" not in result.stdout
     found = parse_output(result.stdout)
+    assert found[str(kubeconfig)].text is None
     assert set(found) == {
+        str(kubeconfig),
         str(unit_file),
         str(config),
         str(tmp_path / "pki"),
@@ -345,6 +350,8 @@ def test_the_probe_reports_modes_follows_config_flags_and_keeps_secrets_home(
 def test_the_request_asks_for_what_the_role_s_items_read() -> None:
     worker = request_for(cis.load(), "worker")
     assert "/etc/systemd/system/kube-apiserver.service" not in worker.files
+    assert "/etc/kubernetes/kubelet.conf" in worker.stats
+    assert "/etc/kubernetes/kubelet.conf" not in worker.files
     assert ("/etc/systemd/system/kubelet.service", "config") in worker.follow
     control_plane = request_for(cis.load(), "control_plane")
     assert PKI in control_plane.trees

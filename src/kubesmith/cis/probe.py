@@ -1,6 +1,7 @@
 """What one node has, gathered in one SSH round trip: a Python script for the node's python3.
 
-The request names files (mode, owner, text), trees (mode and owner of everything below a
+The request names files to read (units: their flags), files to stat only (mode and owner:
+kubeconfigs and the like are never read), trees (mode and owner of everything below a
 directory) and units whose flags name further files to read (a component's configuration
 file). Private keys (``*.key``) are never read, and every ``secret:`` value (the keys of an
 EncryptionConfiguration) is blanked on the node, so no key leaves it.
@@ -46,6 +47,9 @@ def record(path, read):
 
 for path in request["files"]:
     record(path, True)
+for path in request["stats"]:
+    if path not in found:
+        record(path, False)
 for root in request["trees"]:
     for top, dirs, files in os.walk(root):
         for entry in [top] + [os.path.join(top, f) for f in files]:
@@ -71,7 +75,10 @@ class NodeFile:
 
 @dataclass(frozen=True)
 class Request:
+    #: Read: units (their flags).
     files: tuple[str, ...]
+    #: Mode and owner only.
+    stats: tuple[str, ...]
     trees: tuple[str, ...]
     #: (unit file, flag): read the file the unit's flag names too.
     follow: tuple[tuple[str, str], ...]
@@ -80,7 +87,12 @@ class Request:
         """A shell command for the node: prints what it found as one JSON document."""
         script = _SCRIPT.replace("MAX", str(_MAX_TEXT))
         payload = json.dumps(
-            {"files": self.files, "trees": self.trees, "follow": [list(f) for f in self.follow]}
+            {
+                "files": self.files,
+                "stats": self.stats,
+                "trees": self.trees,
+                "follow": [list(f) for f in self.follow],
+            }
         )
         return f"python3 -c {shlex.quote(script)} {shlex.quote(payload)}"
 
@@ -88,13 +100,14 @@ class Request:
 def request_for(benchmark: Benchmark, role: Role) -> Request:
     """Everything the items of ``role`` look at."""
     files: dict[str, None] = {}
+    stats: dict[str, None] = {}
     trees: dict[str, None] = {}
     follow: dict[tuple[str, str], None] = {}
     for item in benchmark.for_role(role):
         for check in item.checks:
             if check.file is not None:
                 if check.file.path is not None:
-                    files[check.file.path] = None
+                    stats[check.file.path] = None
                 if check.file.under is not None:
                     trees[check.file.under] = None
             rule = check.setting or check.encryption
@@ -107,7 +120,7 @@ def request_for(benchmark: Benchmark, role: Role) -> Request:
             elif check.setting is not None and check.setting.key is not None:
                 assert component.config_flag is not None  # validated in Benchmark
                 follow[(component.unit, component.config_flag)] = None
-    return Request(tuple(files), tuple(trees), tuple(follow))
+    return Request(tuple(files), tuple(stats), tuple(trees), tuple(follow))
 
 
 def parse_output(stdout: str) -> dict[str, NodeFile]:
