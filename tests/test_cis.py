@@ -6,16 +6,25 @@ machine's python3: what it sends back (modes, owners, texts, secrets blanked, ke
 
 from __future__ import annotations
 
+import json
 import subprocess
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from kubesmith.cis import benchmark as cis
 from kubesmith.cis.evaluate import Result, evaluate, exec_start_flags, failures
 from kubesmith.cis.probe import NodeFile, Request, parse_output, request_for
+from kubesmith.cis.run import check_target
+from kubesmith.cli import app
+from kubesmith.errors import KubesmithError
+from kubesmith.provision.runner import EventHandler, HostStats, RunRequest, RunResult
+from kubesmith.provision.target import for_inventory
+from tests.clusterlab import local_spec, write_inventory
 
 PKI = "/etc/kubernetes/pki"
 SUITES = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
@@ -360,3 +369,64 @@ def test_the_request_asks_for_what_the_role_s_items_read() -> None:
         "encryption-provider-config",
     ) in control_plane.follow
     assert ("/etc/systemd/system/etcd.service", "config-file") in control_plane.follow
+
+
+# --- the command and its run (Ansible replaced by a function that replays its events) --------
+
+cli = CliRunner()
+
+
+def probe_json(node: dict[str, NodeFile]) -> str:
+    return json.dumps({path: asdict(entry) for path, entry in node.items()})
+
+
+def replay(outputs: dict[str, str]) -> Callable[[RunRequest, EventHandler | None], RunResult]:
+    """Stands in for ansible-runner: the probe task's events with these outputs (the real run
+    is tests/integration/test_cis.py's)."""
+
+    def run(request: RunRequest, handler: EventHandler | None) -> RunResult:
+        assert request.playbook == "cis.yml"
+        commands = request.extravars["cis_probe_commands"]
+        assert set(commands) == {"control_plane", "worker"}
+        assert handler is not None
+        for host, stdout in outputs.items():
+            data = {"host": host, "task": "CIS | probe the node's files and units"}
+            handler({"event": "runner_on_ok", "event_data": {**data, "res": {"stdout": stdout}}})
+        return RunResult(status="successful", rc=0, stats={h: HostStats() for h in outputs})
+
+    return run
+
+
+def test_a_target_s_nodes_are_judged_by_their_role(tmp_path: Path) -> None:
+    target = for_inventory(write_inventory(tmp_path, local_spec(1, 1)).path)
+    control_plane, worker = target.inventory.hosts_in("k8s_cluster")
+    loose = good_node()
+    loose["/etc/kubernetes/kubelet.conf"] = private("", mode=0o644)
+    outputs = {control_plane: probe_json(good_node()), worker: "\r\n" + probe_json(loose)}
+    reports = check_target(target, run=replay(outputs))
+    assert [(r.host, r.role) for r in reports] == [
+        (control_plane, "control_plane"),
+        (worker, "worker"),
+    ]
+    assert failures(reports[0].results) == []
+    assert [r.id for r in failures(reports[1].results)] == ["4.1.5"]
+
+
+def test_a_node_without_output_or_with_garbage_is_named(tmp_path: Path) -> None:
+    target = for_inventory(write_inventory(tmp_path, local_spec(1, 1)).path)
+    control_plane, worker = target.inventory.hosts_in("k8s_cluster")
+    with pytest.raises(KubesmithError, match=f"no output from {worker}"):
+        check_target(target, run=replay({control_plane: probe_json(good_node())}))
+    garbage = {control_plane: probe_json(good_node()), worker: "Traceback (most recent"}
+    with pytest.raises(KubesmithError, match=f"{worker} sent something else than its files"):
+        check_target(target, run=replay(garbage))
+
+
+def test_cis_check_needs_exactly_one_of_stack_and_inventory(tmp_path: Path) -> None:
+    for args in ([], ["-s", "local", "-i", str(tmp_path / "inv.yml")]):
+        result = cli.invoke(app, ["cis", "check", *args])
+        assert result.exit_code == 2
+        assert "give exactly one of --stack/-s STACK or --inventory FILE" in result.output
+    missing = cli.invoke(app, ["cis", "check", "-i", str(tmp_path / "nope.yml")])
+    assert missing.exit_code == 2
+    assert f"{tmp_path / 'nope.yml'}: no such inventory file" in missing.output

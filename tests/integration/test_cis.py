@@ -13,6 +13,8 @@ removes the entry when merging that branch.
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import subprocess
 import sys
@@ -45,6 +47,7 @@ PENDING_ON_BRANCH: dict[str, str] = {
 @dataclass(frozen=True)
 class Lab:
     inventory: dict[str, Any]
+    path: Path
 
     @property
     def control_planes(self) -> list[str]:
@@ -96,7 +99,8 @@ def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 capture_output=True, text=True, check=False, timeout=1500,
             )  # fmt: skip
             assert result.returncode == 0, result.stdout + result.stderr
-            yield Lab(yaml.safe_load(made.inventory_path.read_text(encoding="utf-8")))
+            inventory = yaml.safe_load(made.inventory_path.read_text(encoding="utf-8"))
+            yield Lab(inventory, made.inventory_path)
         finally:
             destroy_lab(name, socket=lxd_ready.socket)
 
@@ -144,6 +148,10 @@ def test_each_node_is_judged_on_every_item_of_its_role(
     assert worker["4.2.1"].evidence == (
         "kubelet authentication.anonymous.enabled (/var/lib/kubelet/config.yaml)=false",
     )
+    # The values kubelet gets are of the types it accepts (int, bool), not strings.
+    kubelet = yaml.safe_load(lab.run(lab.hosts[-1], "cat /var/lib/kubelet/config.yaml"))
+    assert kubelet["podPidsLimit"] == 4096
+    assert kubelet["seccompDefault"] is True
 
 
 def test_a_loosened_file_and_a_weakened_flag_on_a_real_node_are_caught(lab: Lab) -> None:
@@ -159,3 +167,21 @@ def test_a_loosened_file_and_a_weakened_flag_on_a_real_node_are_caught(lab: Lab)
     assert failed.keys() - PENDING_ON_BRANCH.keys() == {"4.1.9", "1.2.15"}
     assert failed["4.1.9"].evidence == (f"{config}: mode 644, wanted 600 or more restrictive",)
     assert failed["1.2.15"].evidence == ("kube-apiserver --profiling=true: wanted false",)
+
+
+def test_the_command_judges_every_node_through_ansible(lab: Lab) -> None:
+    """`kubesmith cis check --inventory ... --json`: the same results, exit 1 while an item
+    (here only the pending ones) fails."""
+    result = subprocess.run(
+        [KUBESMITH, "cis", "check", "--inventory", str(lab.path), "--json"],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={**os.environ, "KUBESMITH_PROJECT": str(REPO)},
+    )  # fmt: skip
+    assert result.returncode == (1 if PENDING_ON_BRANCH else 0), result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    assert document["benchmark"] == "1.12"
+    assert [n["host"] for n in document["nodes"]] == lab.hosts
+    failing = {r["id"] for n in document["nodes"] for r in n["results"] if r["status"] == "fail"}
+    assert failing == set(PENDING_ON_BRANCH)
+    if PENDING_ON_BRANCH:
+        assert f"CIS item(s) fail, on {lab.control_planes[0]}" in result.stderr
