@@ -251,6 +251,16 @@ def test_a_flag_with_a_wrong_value_fails() -> None:
     )
 
 
+def test_booleans_compare_in_either_spelling_but_paths_exactly() -> None:
+    node = good_node()
+    with_flag(node, "kube-apiserver", "--anonymous-auth=false", "--anonymous-auth=False")
+    assert failed(node) == {}
+    with_flag(node, "kube-apiserver", f"--client-ca-file={PKI}/ca.crt", "--client-ca-file=/X")
+    assert failed(node) == {}
+    with_flag(node, "kube-apiserver", "--client-ca-file=/X", f"--client-ca-file={PKI}/etcd/ca.crt")
+    assert set(failed(node)) == {"2.7"}  # clients and etcd must not share a CA
+
+
 def test_a_weak_cipher_suite_fails_and_names_it() -> None:
     node = good_node()
     with_flag(node, "kube-apiserver", SUITES, SUITES + ",TLS_RSA_WITH_AES_128_CBC_SHA")

@@ -220,7 +220,10 @@ def _meets(rule: SettingRule, value: str) -> tuple[bool, str]:
     kind, wanted = rule.expectation
     elements = [e.strip() for e in value.split(",")]
     if kind == "equals":
-        return value.lower() == str(wanted).lower(), f"wanted {wanted}"
+        # Booleans are spelt either way on command lines (--profiling=False).
+        boolean = str(wanted) in ("true", "false")
+        same = value.lower() == wanted if boolean else value == str(wanted)
+        return same, f"wanted {wanted}"
     if kind == "not_equals":
         zero = str(wanted) == "0" and _ZERO_DURATION.fullmatch(value) is not None
         return value != str(wanted) and not zero, f"wanted anything but {wanted}"
