@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from kubesmith.cis import benchmark as cis
 from kubesmith.cis.evaluate import Result, evaluate, exec_start_flags, failures
 from kubesmith.cis.probe import NodeFile, Request, parse_output, request_for
-from kubesmith.cis.run import check_target
+from kubesmith.cis.run import NodeReport, check_target
 from kubesmith.cli import app
 from kubesmith.errors import KubesmithError
 from kubesmith.provision.runner import EventHandler, HostStats, RunRequest, RunResult
-from kubesmith.provision.target import for_inventory
+from kubesmith.provision.target import Target, for_inventory
 from tests.clusterlab import local_spec, write_inventory
 
 PKI = "/etc/kubernetes/pki"
@@ -440,3 +440,34 @@ def test_cis_check_needs_exactly_one_of_stack_and_inventory(tmp_path: Path) -> N
     missing = cli.invoke(app, ["cis", "check", "-i", str(tmp_path / "nope.yml")])
     assert missing.exit_code == 2
     assert f"{tmp_path / 'nope.yml'}: no such inventory file" in missing.output
+
+
+def test_cis_check_prints_counts_and_each_failing_item_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inventory = write_inventory(tmp_path, local_spec(1, 1))
+    control_plane, worker = inventory.hosts_in("k8s_cluster")
+    loose = good_node()
+    loose["/etc/kubernetes/kubelet.conf"] = private("", mode=0o644)
+    outputs = {control_plane: probe_json(good_node()), worker: probe_json(loose)}
+
+    def judged_by_replay(target: Target, events: EventHandler) -> list[NodeReport]:
+        return check_target(target, events, run=replay(outputs))
+
+    monkeypatch.setattr("kubesmith.cli.cis.check_target", judged_by_replay)
+    table = cli.invoke(app, ["cis", "check", "-i", str(inventory.path)])
+    assert table.exit_code == 1
+    lines = table.output.splitlines()
+    assert f"{control_plane} (control_plane): 3 exception, 5 manual, 89 pass" in lines
+    assert f"{worker} (worker): 1 exception, 1 fail, 23 pass" in lines
+    assert (
+        "  FAIL 4.1.5 kubelet kubeconfig permissions 600 or more restrictive: "
+        "/etc/kubernetes/kubelet.conf: mode 644, wanted 600 or more restrictive"
+    ) in lines
+    assert f"error: 1 CIS item(s) fail, on {worker}" in lines
+    as_json = cli.invoke(app, ["cis", "check", "-i", str(inventory.path), "--json"])
+    # CliRunner mixes the progress lines (stderr) in; the document starts on its own line.
+    output = as_json.output
+    document = json.loads(output[output.index("\n{") : output.rindex("}") + 1])
+    assert [n["role"] for n in document["nodes"]] == ["control_plane", "worker"]
+    assert len(document["nodes"][1]["results"]) == 25
