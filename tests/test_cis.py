@@ -300,6 +300,27 @@ def test_etcd_data_owned_by_root_inside_an_etcd_owned_directory_fails() -> None:
     assert failed(node) == {}
 
 
+def test_etcd_reads_its_config_through_its_group_but_nobody_else_does() -> None:
+    node = good_node()
+    node["/etc/etcd/etcd.conf.yml"] = replace(
+        node["/etc/etcd/etcd.conf.yml"], mode=0o640, group="etcd"
+    )
+    assert failed(node) == {}
+    node["/etc/etcd/etcd.conf.yml"] = replace(node["/etc/etcd/etcd.conf.yml"], owner="etcd")
+    node["/etc/systemd/system/etcd.service"] = replace(
+        node["/etc/systemd/system/etcd.service"], mode=0o640
+    )
+    # A failing item's evidence shows its passing checks too.
+    assert failed(node)["1.1.8"].evidence == (
+        "/etc/systemd/system/etcd.service: mode 640, root:root",
+        "/etc/etcd/etcd.conf.yml: owned by etcd:etcd, wanted root:root or root:etcd",
+    )
+    assert failed(node)["1.1.7"].evidence == (
+        "/etc/systemd/system/etcd.service: mode 640, wanted 600 or more restrictive",
+        "/etc/etcd/etcd.conf.yml: mode 640, etcd:etcd",
+    )
+
+
 def test_etcd_ownership_and_encryption_providers() -> None:
     node = good_node()
     node["/var/lib/etcd"] = directory(0o755)

@@ -26,8 +26,8 @@ class FileRule(_Data):
     glob: str = "*"
     #: The most permissive mode allowed, in octal ("600": no bit outside 0600).
     mode: str | None = None
-    #: "user:group".
-    owner: str | None = None
+    #: "user:group", or the list of those allowed.
+    owner: str | tuple[str, ...] | None = None
     #: ``under`` only: no file at all passes (files that appear only on a running cluster).
     optional: bool = False
     #: ``under`` only: directories are judged too, not only files.
@@ -42,6 +42,10 @@ class FileRule(_Data):
         if self.mode is not None:
             int(self.mode, 8)
         return self
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return (self.owner,) if isinstance(self.owner, str) else self.owner or ()
 
     @property
     def max_mode(self) -> int | None:

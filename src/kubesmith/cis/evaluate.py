@@ -117,8 +117,8 @@ def _file_entry(rule: FileRule, path: str, entry: NodeFile) -> tuple[bool, list[
     if allowed is not None and entry.mode & ~allowed:
         problems.append(f"mode {entry.mode:o}, wanted {allowed:o} or more restrictive")
     owner = f"{entry.owner}:{entry.group}"
-    if rule.owner is not None and owner != rule.owner:
-        problems.append(f"owned by {owner}, wanted {rule.owner}")
+    if rule.owners and owner not in rule.owners:
+        problems.append(f"owned by {owner}, wanted {' or '.join(rule.owners)}")
     if problems:
         return False, [f"{path}: {'; '.join(problems)}"]
     return True, [f"{path}: mode {entry.mode:o}, {owner}"]
