@@ -42,13 +42,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "stackfile": frozenset({"errors", "resources", "spec", "state"}),
     "downloads": frozenset({"errors", "versions", "spec", "state"}),
     "apps": frozenset({"errors", "versions", "resources", "spec", "state"}),
+    "cis": _BELOW | {"provision"},
     "provision": _BELOW | {"stackfile", "nodes", "state", "downloads", "apps"},
     # Labs are LXD nodes plus the inventory provisioning reads; the node image may carry
     # verified downloads (the Kubernetes binaries).
     "local": _BELOW | {"stackfile", "nodes", "state", "downloads", "provision"},
     "program": _BELOW | {"stackfile", "nodes", "state", "downloads", "apps", "provision", "local"},
     "cli": _BELOW
-    | {"stackfile", "nodes", "state", "downloads", "apps", "provision", "local", "program"},
+    | {"cis", "stackfile", "nodes", "state", "downloads", "apps", "provision", "local", "program"},
 }
 #: Narrower rules inside a package: module prefix -> kubesmith prefixes it must not import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {

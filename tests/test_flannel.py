@@ -167,6 +167,7 @@ def test_the_daemonset_runs_flanneld_on_every_node_with_the_pinned_images() -> N
         for mount in container["volumeMounts"]:
             assert mount["name"] in volumes, (container["name"], mount["name"])
     assert volumes["flannel-cfg"]["configMap"]["name"] == kinds["ConfigMap"]["metadata"]["name"]
+    assert volumes["flannel-cfg"]["configMap"]["defaultMode"] == 0o600  # CIS 1.1.9
     assert volumes["cni-plugin"]["hostPath"]["path"] == ADDON_VALUES["cniBinDir"]
     assert volumes["cni"]["hostPath"]["path"] == "/etc/cni/net.d"
 

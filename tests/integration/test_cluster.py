@@ -334,7 +334,7 @@ def test_control_plane_flags_are_valid_for_the_minor_and_hardened(cluster: Clust
         assert apiserver["anonymous-auth"] == "false"
         assert apiserver["authorization-mode"] == "Node,RBAC"
         assert apiserver["profiling"] == "false"
-        assert apiserver["enable-admission-plugins"] == "NodeRestriction"
+        assert apiserver["enable-admission-plugins"] == "NodeRestriction,DenyServiceExternalIPs"
         assert apiserver["kubelet-certificate-authority"] == f"{PKI}/ca.crt"
         assert apiserver["tls-min-version"] == "VersionTLS12"
         assert apiserver["audit-log-path"] == "/var/log/kubernetes/audit/audit.log"
