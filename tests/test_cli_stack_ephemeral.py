@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,12 @@ def test_an_invalid_template_is_reported_as_the_template_s_problem(project: Path
 NOW = datetime.now(UTC)
 
 
+class _FrozenClock(datetime):
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+        return NOW.astimezone(tz) if tz else NOW
+
+
 def listed(name: str, *, age: timedelta | None, running: bool = False) -> dict[str, Any]:
     """One entry of `pulumi stack ls --json` as the CLI prints it."""
     entry: dict[str, Any] = {"name": name, "current": False, "updateInProgress": running}
@@ -199,6 +205,8 @@ def swept(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("KUBESMITH_PROJECT", str(REPO))
     monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://state-bucket/kubesmith")
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "from-the-secret")
+    # The sweep's clock is the listing's: ages print exactly, however slow the machine.
+    monkeypatch.setattr("kubesmith.cli.stack.datetime", _FrozenClock)
     record: dict[str, Any] = {"cli": FakeCli(STACKS), "tools": [], "destroyed": []}
 
     def pulumi_command(root: Path, mirror: str | None, *_: Any, plugins: bool) -> FakeCli:
