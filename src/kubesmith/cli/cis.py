@@ -17,9 +17,8 @@ from kubesmith.cis.benchmark import load
 from kubesmith.cis.run import NodeReport, check_target
 from kubesmith.cli.cluster import InventoryOrNone
 from kubesmith.cli.console import out, progress
-from kubesmith.cli.options import OptionalStack
-from kubesmith.errors import KubesmithError, UserError
-from kubesmith.provision import target as targets
+from kubesmith.cli.options import OptionalStack, target_of
+from kubesmith.errors import KubesmithError
 from kubesmith.provision.recap import Progress
 
 app = typer.Typer(
@@ -32,15 +31,6 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="cis")
 
 
-def _target(stack: str | None, inventory: Path | None) -> targets.Target:
-    if (stack is None) == (inventory is None):
-        raise UserError("give exactly one of --stack/-s STACK or --inventory FILE")
-    if stack is not None:
-        return targets.for_stack(stack)
-    assert inventory is not None
-    return targets.for_inventory(inventory)
-
-
 @app.command("check")
 def check(
     stack: str | None = OptionalStack,
@@ -49,7 +39,7 @@ def check(
 ) -> None:
     """Judge every node on each item of CIS 1.12 sections 1-4 that lives in its files and
     units (src/kubesmith/cis/benchmark.yaml); exit 1 when one fails."""
-    target = _target(stack, inventory)
+    target = target_of(stack, inventory)
     hosts = target.inventory.hosts_in("k8s_cluster")
     title = f"CIS benchmark: {target.label}"
     with Progress(progress, hosts, title) as events:

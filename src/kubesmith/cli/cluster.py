@@ -22,7 +22,7 @@ from kubesmith import versions
 from kubesmith.apps.images import images_of
 from kubesmith.apps.render import render_stack_apps
 from kubesmith.cli.console import download_progress, err, out, progress
-from kubesmith.cli.options import OptionalStack, Stack
+from kubesmith.cli.options import OptionalStack, Stack, target_of
 from kubesmith.downloads import airgap, imagelock
 from kubesmith.downloads.download import Download
 from kubesmith.errors import KubesmithError, UserError
@@ -81,15 +81,6 @@ def _spec(stack: str, source: str | None) -> ClusterSpec:
         raise UserError(f"--source: must be distro or release, got {source!r}")
     artifacts = spec.artifacts.model_copy(update={"source": source, "components": {}})
     return spec.model_copy(update={"artifacts": artifacts})
-
-
-def _target(stack: str | None, inventory: Path | None) -> targets.Target:
-    if (stack is None) == (inventory is None):
-        raise UserError("give exactly one of --stack/-s STACK or --inventory FILE")
-    if stack is not None:
-        return targets.for_stack(stack)
-    assert inventory is not None
-    return targets.for_inventory(inventory)
 
 
 def _size(size: int | None) -> str:
@@ -234,7 +225,7 @@ def lock_command(
 def smoke(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrNone) -> None:
     """Check a provisioned cluster end to end (playbooks/smoke.yml): nodes Ready, Secrets
     encrypted in etcd, a Deployment rolls out, port-forward, logs, exec, NodePort, DNS."""
-    target = _target(stack, inventory)
+    target = target_of(stack, inventory)
     request = RunRequest(
         private_data_dir=target.runner_dir,
         inventory=target.inventory.path,
@@ -257,7 +248,7 @@ def kubeconfig(
     ),
 ) -> None:
     """Write the cluster's admin kubeconfig (certificates embedded) with mode 0600."""
-    target = _target(stack, inventory)
+    target = target_of(stack, inventory)
     text = admin_kubeconfig(target)
     path = (output or target.state_dir / "admin.conf").resolve()
     if path.is_dir():
@@ -273,7 +264,7 @@ def certs(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrN
     Due: expired, or a leaf certificate with fewer than 90 days left (the window in which
     `kubesmith provision` reissues it).
     """
-    target = _target(stack, inventory)
+    target = target_of(stack, inventory)
     now = datetime.now(UTC)
     found = expiries(target.pki_dir)
     if not found:
@@ -305,7 +296,7 @@ def status(
 ) -> None:
     """Each node: reachable, its services, installed versions, its etcd member; the soonest
     certificate expiry and the last provisioning run. Exit 1 when something needs attention."""
-    target = _target(stack, inventory)
+    target = target_of(stack, inventory)
     found = collect(target)
     if as_json:
         out.print_json(found.to_json())

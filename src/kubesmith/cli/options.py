@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
+
+from kubesmith.errors import UserError
+from kubesmith.provision import target as targets
 
 
 def stack_option(default: Any = ..., help: str = "Stack name (reads Pulumi.<stack>.yaml).") -> Any:
@@ -15,3 +19,13 @@ def stack_option(default: Any = ..., help: str = "Stack name (reads Pulumi.<stac
 Stack = stack_option()
 OptionalStack = stack_option(None, "Stack name (its inventory and PKI).")
 LocalStack = stack_option("local")
+
+
+def target_of(stack: str | None, inventory: Path | None) -> targets.Target:
+    """The cluster a command works on: a stack's, or an inventory file's (exactly one)."""
+    if (stack is None) == (inventory is None):
+        raise UserError("give exactly one of --stack/-s STACK or --inventory FILE")
+    if stack is not None:
+        return targets.for_stack(stack)
+    assert inventory is not None
+    return targets.for_inventory(inventory)

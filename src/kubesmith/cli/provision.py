@@ -9,7 +9,7 @@ from typing import Literal
 import typer
 
 from kubesmith.cli.console import err, out, progress
-from kubesmith.cli.options import OptionalStack
+from kubesmith.cli.options import OptionalStack, target_of
 from kubesmith.errors import UserError
 from kubesmith.local.shares import attach_for
 from kubesmith.provision import target as targets
@@ -48,18 +48,15 @@ def register(app: typer.Typer) -> None:
 def _target(
     stack: str | None, inventory: Path | None, source: str | None, mirror: str | None = None
 ) -> targets.Target:
-    if (stack is None) == (inventory is None):
-        raise UserError("give exactly one of --stack/-s STACK or --inventory FILE")
     if source is not None and source not in ("distro", "release"):
         raise UserError(f"--source: must be distro or release, got {source!r}")
-    if stack is not None:
-        if source is not None or mirror is not None:
-            raise UserError(
-                "--source and --mirror only apply to --inventory; a stack sets "
-                "kubesmith:cluster.artifacts"
-            )
-        return targets.for_stack(stack)
-    assert inventory is not None
+    if stack is not None and (source is not None or mirror is not None):
+        raise UserError(
+            "--source and --mirror only apply to --inventory; a stack sets "
+            "kubesmith:cluster.artifacts"
+        )
+    if stack is not None or inventory is None or (source is None and mirror is None):
+        return target_of(stack, inventory)
     chosen: Literal["distro", "release"] | None = source  # type: ignore[assignment]
     problem = None if mirror is None else mirror_problem(mirror)
     if problem:
