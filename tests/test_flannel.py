@@ -11,10 +11,7 @@ the e2e tier's job (docs/cluster.md, "What is verified where").
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from kubesmith.state import records
 from kubesmith.state.podcidr import ALLOCATIONS_FILE
 from tests.clusterlab import air_project, listed_images, local_spec, write_inventory
 from tests.conftest import REPO
+from tests.roleeval import evaluate_in_play
 
 ROLES = REPO / "playbooks" / "roles"
 PINNED_MINORS = sorted({".".join(v.split(".")[:2]) for v in versions.kubernetes_versions()})
@@ -360,66 +358,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """The values of Jinja ``expressions`` over ``roles``' defaults and vars, as ansible-playbook
     evaluates them for a host given ``variables`` and the inputs site.yml binds from them
-    (``variables`` win, as extra variables do). The play runs on localhost and only writes
-    the values to a file in ``directory``: nothing else on this machine is touched."""
+    (``variables`` win, as extra variables do)."""
     directory.mkdir(parents=True, exist_ok=True)
     # The cni role's vars read its files/ with the file lookup, which a play resolves from
     # the playbook's own directory.
     (directory / "files").symlink_to(ROLES / "cni" / "files")
-    out = directory / "values.json"
-    vars_files = [
-        str(ROLES / r / part / "main.yml") for r in roles for part in ("defaults", "vars")
-    ]
-    play = {
-        "name": "Evaluate role variables",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "vars_files": vars_files,
-        "tasks": [
-            {
-                "name": "Write the values",
-                "ansible.builtin.copy": {
-                    "content": "{{ __values | to_json }}",
-                    "dest": str(out),
-                    "mode": "0600",
-                },
-                "vars": {
-                    **site_bindings(roles),
-                    "__values": {k: f"{{{{ {e} }}}}" for k, e in expressions.items()},
-                },
-            }
-        ],
-    }
-    (directory / "play.yml").write_text(yaml.safe_dump([play]))
-    (directory / "vars.json").write_text(json.dumps(variables))
-    # Ansible's defaults, not the project's ansible.cfg (fact cache, callbacks of real runs).
-    (directory / "ansible.cfg").write_text("[defaults]\n")
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(directory / "ansible.cfg"),
-        "ANSIBLE_HOME": str(directory / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(directory / "ansible-tmp"),
-        "ANSIBLE_FILTER_PLUGINS": str(REPO / "playbooks" / "filter_plugins"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    command = [
-        str(Path(sys.executable).with_name("ansible-playbook")),
-        "-i",
-        "localhost,",
-        "-e",
-        f"ansible_python_interpreter={sys.executable}",
-        "-e",
-        f"@{directory / 'vars.json'}",
-        str(directory / "play.yml"),
-    ]
-    result = subprocess.run(
-        command, env=env, cwd=directory, capture_output=True, text=True, check=False, timeout=120
+    return evaluate_in_play(
+        directory,
+        vars_files=[ROLES / r / part / "main.yml" for r in roles for part in ("defaults", "vars")],
+        variables=variables,
+        expressions=expressions,
+        bindings=site_bindings(roles),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    values = json.loads(out.read_text())
-    assert isinstance(values, dict)
-    return values
 
 
 def site_variables(inventory: Inventory, extravars: Mapping[str, Any], host: str) -> dict[str, Any]:

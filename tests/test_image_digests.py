@@ -11,11 +11,7 @@ registry; tests/integration/test_image_lock.py runs it against a real one.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import re
-import subprocess
-import sys
 import tomllib
 import typing
 from collections.abc import Iterable, Mapping
@@ -44,6 +40,7 @@ from kubesmith.provision.variables import cluster_variables
 from kubesmith.spec import CniPlugin, NetworkPolicyAgent
 from tests.clusterlab import air_project, listed_images, local_spec, write_inventory
 from tests.conftest import REPO
+from tests.roleeval import evaluate_in_play
 
 PLAYBOOKS = REPO / "playbooks"
 PINNED = re.compile(r"[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+:[\w.-]+@sha256:[0-9a-f]{64}")
@@ -152,60 +149,16 @@ def evaluate(
     bindings: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Jinja ``expressions`` as ansible-playbook evaluates them over ``play_vars_files`` with
-    ``bindings`` (what a play passes the role) and ``variables`` as extra variables. The play
-    runs on localhost and only writes the values to a file in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    out = directory / "values.json"
-    play = {
-        "name": "Evaluate variables",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "vars_files": [str(p) for p in play_vars_files],
-        "tasks": [
-            {
-                "name": "Write the values",
-                "ansible.builtin.copy": {
-                    "content": "{{ __values | to_json }}",
-                    "dest": str(out),
-                    "mode": "0600",
-                },
-                "vars": {
-                    **bindings,
-                    "__values": {k: f"{{{{ {e} }}}}" for k, e in expressions.items()},
-                },
-            }
-        ],
-    }
-    (directory / "play.yml").write_text(yaml.safe_dump([play]))
-    (directory / "vars.json").write_text(json.dumps(variables))
-    (directory / "ansible.cfg").write_text("[defaults]\n")
+    ``bindings`` (what a play passes the role) and ``variables`` as extra variables."""
     filters = [PLAYBOOKS / "filter_plugins", PLAYBOOKS / "roles" / "containerd" / "filter_plugins"]
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(directory / "ansible.cfg"),
-        "ANSIBLE_HOME": str(directory / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(directory / "ansible-tmp"),
-        "ANSIBLE_FILTER_PLUGINS": os.pathsep.join(str(f) for f in filters),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    command = [
-        str(Path(sys.executable).with_name("ansible-playbook")),
-        "-i",
-        "localhost,",
-        "-e",
-        f"ansible_python_interpreter={sys.executable}",
-        "-e",
-        f"@{directory / 'vars.json'}",
-        str(directory / "play.yml"),
-    ]
-    result = subprocess.run(
-        command, env=env, cwd=directory, capture_output=True, text=True, check=False, timeout=120
+    return evaluate_in_play(
+        directory,
+        vars_files=play_vars_files,
+        variables=variables,
+        expressions=expressions,
+        bindings=bindings,
+        filter_dirs=filters,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    values = json.loads(out.read_text())
-    assert isinstance(values, dict)
-    return values
 
 
 def _role_binding(playbook: str, role: str) -> dict[str, Any]:
