@@ -7,6 +7,9 @@ no nodes; tests/integration/test_certs_renew.py runs it for real on LXD.
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +172,43 @@ def test_the_controllers_admin_certificate_needs_no_run(stack: str, runs: list[O
 def test_every_leaf_names_the_role_that_restarts_for_it() -> None:
     assert set(renewal.LEAF_TAGS) == {leaf.path for leaf in LEAVES}
     assert {t for t in renewal.LEAF_TAGS.values() if t} <= set(renewal.RENEW_TAGS) <= set(TAGS)
+
+
+UNITS = REPO / "contrib" / "systemd"
+
+
+def test_the_shipped_timer_and_service_verify_and_run_a_valid_command(
+    stack: str, tmp_path: Path, runs: list[Options]
+) -> None:
+    """systemd-analyze verify on an instance of both units (ExecStart pointed at a placeholder
+    here, the only change: /opt/kubesmith is the documented install path), and the service's
+    command line accepted by the CLI as it stands."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze (package systemd) is needed to check the shipped units"
+    service = (UNITS / "kubesmith-certs-renew@.service").read_text(encoding="utf-8")
+    (exec_start,) = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+    binary, *args = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert binary == "/opt/kubesmith/.venv/bin/kubesmith"
+    placeholder = tmp_path / "kubesmith"
+    placeholder.write_text("#!/bin/sh\nexit 0\n", encoding="ascii")
+    placeholder.chmod(0o755)
+    (tmp_path / "kubesmith-certs-renew@prod.service").write_text(
+        service.replace(binary, str(placeholder)), encoding="utf-8"
+    )
+    shutil.copy(
+        UNITS / "kubesmith-certs-renew@.timer", tmp_path / "kubesmith-certs-renew@prod.timer"
+    )
+    instances = ["kubesmith-certs-renew@prod.timer", "kubesmith-certs-renew@prod.service"]
+    checked = subprocess.run(
+        [analyze, "verify", *instances],
+        cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.strip() == ""
+    # The instance name is the stack.
+    provisioned(stack_dir(stack))
+    result = runner.invoke(app, [a.replace("%i", stack) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "nothing due" in result.output
+    assert "within 120 days" in result.output
+    assert runs == []
