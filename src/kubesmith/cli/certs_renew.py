@@ -75,6 +75,7 @@ def _print_services(done: renewal.Renewal) -> None:
     if not hosts:
         out.print("services: none restarted (no service reads a reissued certificate)")
         return
+    out.print("services that read a reissued certificate:", highlight=False)
     for host in hosts:
         for unit in sorted(marked.get(host, set()) | restarted.get(host, set())):
             if unit in restarted.get(host, set()):
