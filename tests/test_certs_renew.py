@@ -212,3 +212,34 @@ def test_the_shipped_timer_and_service_verify_and_run_a_valid_command(
     assert "nothing due" in result.output
     assert "within 120 days" in result.output
     assert runs == []
+
+
+def test_a_failed_run_is_installed_by_the_next_renewal(
+    stack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller reissued, a node was unreachable: the certificate is no longer due there,
+    but the next `certs --renew` still installs it, until a run succeeds."""
+    inventory = provisioned(stack_dir(stack))
+    worker = inventory.hosts_in("kube_node")[0]
+    make_due(stack_dir(stack) / "pki", worker, "kubelet-server", 10)
+    asked: list[Options] = []
+    results = [
+        RunResult("failed", 2, {worker: HostStats(unreachable=1)}),
+        RunResult("successful", 0, {worker: HostStats(ok=1)}),
+    ]
+
+    def run(target: Any, options: Options, *_: Any) -> Outcome:
+        asked.append(options)
+        report = Pki(target.pki_dir, target.inventory.cluster).ensure(target.inventory.identities())
+        return Outcome(report, [], results[len(asked) - 1])
+
+    monkeypatch.setattr(renewal, "provision", run)
+    failed = runner.invoke(app, ["certs", "-s", stack, "--renew"])
+    assert failed.exit_code == 1
+    retried = runner.invoke(app, ["certs", "-s", stack, "--renew"])
+    assert retried.exit_code == 0, retried.output
+    assert "installing what the last renewal reissued" in retried.output
+    assert [(list(o.tags), o.limit) for o in asked] == [(["pki", "kubelet"], worker)] * 2
+    done = runner.invoke(app, ["certs", "-s", stack, "--renew"])
+    assert "nothing due" in done.output
+    assert len(asked) == 2

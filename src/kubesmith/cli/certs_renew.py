@@ -26,7 +26,7 @@ def renew_certs(target: Target, within_days: int | None) -> None:
             "'An expired CA'",
             highlight=False,
         )
-    if not plan.due:
+    if not plan.due and renewal.pending(target) is None:
         soonest = ""
         if plan.soonest:
             path, not_after = plan.soonest
@@ -38,10 +38,16 @@ def renew_certs(target: Target, within_days: int | None) -> None:
         )
         return
     title = f"certs --renew: {target.label}"
-    hosts = sorted({d.node for d in plan.due if d.node != CONTROLLER.name})
+    hosts = list(target.inventory.hostvars)
     with Progress(progress, hosts, title) as live:
         done = renewal.renew(target, plan, now, live, attach_for(target.inventory.cluster.spec))
-    out.print("reissued on the controller (same keys):", highlight=False)
+    if not done.reissued:
+        out.print(
+            "nothing due; installing what the last renewal reissued (its run failed)",
+            highlight=False,
+        )
+    else:
+        out.print("reissued on the controller (same keys):", highlight=False)
     for node, path, reason in done.reissued:
         where = "controller" if node == CONTROLLER.name else node
         out.print(f"  {where}  {path}  {reason}", highlight=False)

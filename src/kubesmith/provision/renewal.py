@@ -15,6 +15,7 @@ CAs are never renewed here: a new CA is a new cluster PKI (docs/runbooks/certifi
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,6 +30,7 @@ from kubesmith.provision.runner import EventHandler
 from kubesmith.provision.target import Target
 from kubesmith.provision.variables import BINARIES_VAR
 from kubesmith.state import records
+from kubesmith.state.files import atomic_write
 from kubesmith.state.pki import CAS, CONTROLLER, LEAVES, RENEW_BEFORE, NodeIdentity
 
 #: The longest window: a certificate is issued for 365 days, so a longer one renews every run.
@@ -196,6 +198,41 @@ def plan(target: Target, within: dt.timedelta, now: dt.datetime) -> Plan:
     return Plan(within, due, cas, soonest)
 
 
+#: Hosts and tags of a renewal whose run has not succeeded yet (in the state directory).
+PENDING_FILE = "certs-renew-pending.json"
+
+
+@dataclass(frozen=True)
+class Pending:
+    hosts: list[str]
+    tags: list[str]
+    everywhere: bool = False
+
+
+def pending(target: Target) -> Pending | None:
+    """What an earlier renewal reissued but did not install, or None."""
+    path = target.state_dir / PENDING_FILE
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+        return Pending(
+            [str(h) for h in found["hosts"]],
+            [str(t) for t in found["tags"] if t in RENEW_TAGS],
+            bool(found.get("everywhere")),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{path}: unreadable; remove it and run kubesmith provision (it installs every "
+            "certificate)"
+        ) from None
+
+
+def _write_pending(target: Target, what: Pending) -> None:
+    document = {"hosts": what.hosts, "tags": what.tags, "everywhere": what.everywhere}
+    atomic_write(target.state_dir / PENDING_FILE, (json.dumps(document) + "\n").encode(), 0o600)
+
+
 @dataclass
 class Renewal:
     plan: Plan
@@ -216,7 +253,8 @@ def renew(
     on_event: EventHandler | None = None,
     attach: kubernetes.Attach | None = None,
 ) -> Renewal:
-    """Reissue ``due_plan``'s certificates and install them with the narrowest run."""
+    """Reissue ``due_plan``'s certificates and install them (with what an earlier renewal
+    could not install) with the narrowest run."""
     pki = kubernetes.cluster_pki(target)
     for d in due_plan.due:
         crt = (
@@ -230,12 +268,19 @@ def renew(
     reasons = {(d.node, f"{d.path}.crt"): d.reason(now) for d in due_plan.due}
     reissued = [(n, p, reasons.get((n, p), why)) for n, p, why in report.issued]
     # Whatever else Pki.ensure wrote (a changed address, say) goes out in the same run; a new
-    # CA or service-account key ("-") concerns every host.
-    everywhere = any(n == "-" for n, _, _ in reissued)
-    hosts = sorted({n for n, _, _ in reissued if n not in ("-", CONTROLLER.name)})
-    wanted = {"pki"} | {
-        tag for _, path, _ in reissued if (tag := LEAF_TAGS.get(path.removesuffix(".crt")))
-    }
+    # CA or service-account key ("-") concerns every host. So does what an earlier renewal
+    # reissued but could not install (its run failed): it is kept until a run succeeds.
+    earlier = pending(target)
+    everywhere = any(n == "-" for n, _, _ in reissued) or bool(earlier and earlier.everywhere)
+    hosts = sorted(
+        {n for n, _, _ in reissued if n not in ("-", CONTROLLER.name)}
+        | set(earlier.hosts if earlier else ())
+    )
+    wanted = (
+        {"pki"}
+        | set(earlier.tags if earlier else ())
+        | {tag for _, path, _ in reissued if (tag := LEAF_TAGS.get(path.removesuffix(".crt")))}
+    )
     tags = list(RENEW_TAGS) if everywhere else [t for t in RENEW_TAGS if t in wanted]
     services = Services()
 
@@ -254,5 +299,8 @@ def renew(
             limit=None if everywhere else ",".join(hosts),
             extravars={} if known is None else {BINARIES_VAR: known},
         )
+        _write_pending(target, Pending(hosts, tags, everywhere))
         outcome = provision(target, options, collect, attach)
+        if outcome.run.ok:
+            (target.state_dir / PENDING_FILE).unlink()
     return Renewal(due_plan, reissued, outcome, services, tags, hosts, known)
