@@ -243,3 +243,13 @@ def test_a_failed_run_is_installed_by_the_next_renewal(
     done = runner.invoke(app, ["certs", "-s", stack, "--renew"])
     assert "nothing due" in done.output
     assert len(asked) == 2
+
+
+def test_a_damaged_certificate_is_named(stack: str, runs: list[Options]) -> None:
+    inventory = provisioned(stack_dir(stack))
+    path = leaf_file(stack_dir(stack) / "pki", inventory.hosts_in("kube_node")[0], "kube-proxy")
+    path.write_text("not a certificate\n", encoding="ascii")
+    result = runner.invoke(app, ["certs", "-s", stack, "--renew"])
+    assert result.exit_code == 2
+    assert f"{path}: not a PEM certificate" in " ".join(result.output.split())
+    assert runs == []

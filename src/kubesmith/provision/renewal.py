@@ -88,7 +88,7 @@ class CaWarning:
 
 @dataclass(frozen=True)
 class Plan:
-    """What is due, and the narrowest provisioning run that installs it."""
+    """What is due: leaves to reissue, CAs to warn about, the soonest leaf expiry."""
 
     within: dt.timedelta
     due: list[Due]
@@ -107,8 +107,9 @@ class Services:
         data = event.get("event_data")
         if event.get("event") != "runner_on_ok" or not isinstance(data, dict):
             return
-        res = data.get("res") if isinstance(data.get("res"), dict) else {}
-        assert isinstance(res, dict)
+        res = data.get("res")
+        if not isinstance(res, dict):
+            res = {}
         host, task = str(data.get("host")), str(data.get("task", ""))
         if task == _NOTE_TASK:
             noted = (res.get("ansible_facts") or {}).get("__control_plane_restart_services")
@@ -151,7 +152,12 @@ def validate_within(days: int | None) -> dt.timedelta:
 
 
 def _not_after(path: Path) -> dt.datetime:
-    return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValueError:
+        raise UserError(f"{path}: not a PEM certificate") from None
 
 
 def _leaf_files(target: Target) -> list[tuple[str, str, Path]]:
