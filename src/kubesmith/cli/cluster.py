@@ -6,7 +6,8 @@
   resolves to in versions.yaml (`--check`: report drift only);
 - smoke: playbooks/smoke.yml against a provisioned cluster;
 - kubeconfig: the admin kubeconfig (certificates embedded), written 0600;
-- certs: when every certificate of the cluster expires;
+- certs: when every certificate of the cluster expires; `--renew` reissues the due ones and
+  installs them (kubesmith.provision.renewal);
 - status: each node's services, versions and etcd member, the soonest certificate expiry and
   the last provisioning run, with what needs attention (kubesmith.provision.status).
 """
@@ -21,6 +22,7 @@ import typer
 from kubesmith import versions
 from kubesmith.apps.images import images_of
 from kubesmith.apps.render import render_stack_apps
+from kubesmith.cli.certs_renew import renew_certs
 from kubesmith.cli.console import download_progress, err, out, progress
 from kubesmith.cli.options import OptionalStack, Stack, target_of
 from kubesmith.downloads import airgap, imagelock
@@ -258,13 +260,33 @@ def kubeconfig(
     err.print(f"export KUBECONFIG={path}", highlight=False)
 
 
-def certs(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrNone) -> None:
+def certs(
+    stack: str | None = StackOrNone,
+    inventory: Path | None = InventoryOrNone,
+    renew: bool = typer.Option(
+        False,
+        "--renew",
+        help="Reissue the due leaf certificates, install them on their nodes and restart only "
+        "the services that read them (never a CA).",
+    ),
+    within: int | None = typer.Option(
+        None,
+        "--within",
+        metavar="DAYS",
+        help="With --renew: renew what expires within DAYS (90-364; default 90).",
+    ),
+) -> None:
     """When the cluster's certificates expire, soonest first; exit 1 when one is due.
 
     Due: expired, or a leaf certificate with fewer than 90 days left (the window in which
-    `kubesmith provision` reissues it).
+    `kubesmith provision` reissues it). --renew reissues and installs them instead.
     """
+    if within is not None and not renew:
+        raise UserError("--within only applies to --renew")
     target = target_of(stack, inventory)
+    if renew:
+        renew_certs(target, within)
+        return
     now = datetime.now(UTC)
     found = expiries(target.pki_dir)
     if not found:
@@ -284,8 +306,7 @@ def certs(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrN
         raise KubesmithError(
             f"{len(due)} certificate(s) of {target.label} expired or expire within 90 days "
             f"(first: {due[0].path}, {due[0].not_after:%Y-%m-%d})",
-            hint="renew: kubesmith provision --tags pki,etcd,control_plane,kubelet,kube_proxy "
-            "(see docs/runbooks/certificates.md)",
+            hint="renew: kubesmith certs --renew (see docs/runbooks/certificates.md)",
         )
 
 
