@@ -88,7 +88,7 @@ def test_a_healthy_cluster_needs_nothing_and_each_problem_names_its_node() -> No
         "cp-3: its etcd member does not answer healthy",
         "w-1: unreachable: ssh: connect to host 10.0.0.9: timed out",
         "certificate nodes/w-1/kubelet.crt expires 2026-12-20 (20 days): "
-        "provisioning reissues it (docs/runbooks/certificates.md)",
+        "renew with kubesmith certs --renew (docs/runbooks/certificates.md)",
         "the last provisioning run failed: w-1: x",
     ]
 

@@ -194,7 +194,7 @@ def problems_of(
     elif certificate.due(now):
         found.append(
             f"certificate {certificate.path} expires {certificate.not_after:%Y-%m-%d} "
-            f"({certificate.days_left(now)} days): provisioning reissues it "
+            f"({certificate.days_left(now)} days): renew with kubesmith certs --renew "
             "(docs/runbooks/certificates.md)"
         )
     if last_run is None:
