@@ -483,9 +483,12 @@ def _import(
         client.api.images.aliases[alias].put(
             json={"target": image.fingerprint, "description": description}
         )
-        previous.sync()
-        if not previous.aliases:
-            previous.delete(wait=True)
+        try:
+            previous.sync()
+            if not previous.aliases:
+                previous.delete(wait=True)
+        except NotFound:
+            pass  # already gone: another build (on another controller) removed it
     return str(image.fingerprint)
 
 
