@@ -188,7 +188,10 @@ def test_confirm_reset_rules() -> None:
     hosts = ["a-cp-1"]
     assert reset_cli.confirm_reset("lab", hosts, yes=True, interactive=False, ask=ask) is True
     assert reset_cli.confirm_reset("lab", hosts, yes=False, interactive=True, ask=ask) is False
-    assert len(asked) == 1
+    many = [f"n-{i}" for i in range(20)]
+    reset_cli.confirm_reset("lab", many, yes=False, interactive=True, ask=ask)
+    assert "Reset 20 node(s) of lab (n-0, n-1, n-2, n-3, n-4, n-5 and 14 more)" in asked[-1]
+    assert len(asked) == 2
     with pytest.raises(UserError, match="without --yes"):
         reset_cli.confirm_reset("lab", hosts, yes=False, interactive=False, ask=ask)
 

@@ -20,6 +20,9 @@ from kubesmith.provision import target as targets
 from kubesmith.provision.recap import Progress, recap_table
 from kubesmith.provision.reset import reset, reset_hosts
 
+#: Hosts named in the question; a longer list is counted.
+_NAMED_HOSTS = 6
+
 
 def register(app: typer.Typer) -> None:
     app.command("reset")(reset_command)
@@ -60,8 +63,11 @@ def confirm_reset(
         if include_etcd_data
         else " (etcd's member data is kept)"
     )
+    named = ", ".join(hosts[:_NAMED_HOSTS])
+    if len(hosts) > _NAMED_HOSTS:
+        named += f" and {len(hosts) - _NAMED_HOSTS} more"
     return ask(
-        f"Reset {len(hosts)} node(s) of {label} ({', '.join(hosts)}): stop kubesmith's "
+        f"Reset {len(hosts)} node(s) of {label} ({named}): stop kubesmith's "
         f"services and remove their configuration, certificates, data{etcd}?"
     )
 
