@@ -19,6 +19,7 @@ from kubesmith.errors import UserError
 from kubesmith.provision import reset as reset_run
 from kubesmith.provision.inventory import Inventory
 from kubesmith.provision.runner import Failure, HostStats, RunResult
+from kubesmith.provision.target import for_inventory
 from kubesmith.resources import playbooks_dir
 from tests.clusterlab import local_spec, write_inventory
 
@@ -167,7 +168,7 @@ def test_a_failed_run_names_the_host_and_task(
 
 
 def test_limit_names_hosts_and_groups_and_passes_patterns_through(inventory: Inventory) -> None:
-    target = reset_cli.targets.for_inventory(inventory.path)
+    target = for_inventory(inventory.path)
     cp, worker = inventory.hostvars
     assert reset_run.reset_hosts(target, None) == [cp, worker]
     assert reset_run.reset_hosts(target, worker) == [worker]
