@@ -67,7 +67,6 @@ def test_each_host_is_its_own_input_and_the_settings_are_named() -> None:
         "nodeIp": "10.203.0.11",
         "role": "worker",
         "groups": ["k8s_cluster", "kube_node"],
-        "podCidr": "10.244.1.0/24",
     }
     assert hosts[CP]["groups"] == ["etcd", "k8s_cluster", "kube_control_plane"]
     cluster = props[hostdiff.CLUSTER_KEY]
@@ -225,3 +224,50 @@ def test_a_state_of_the_old_shape_is_not_replaced_and_diffs_by_its_trigger() -> 
     again, _ = diff(older, inputs(spec(workers=2)))
     assert again.changes
     assert again.replaces == []
+
+
+# --- `kubesmith preview`: the same plan, from the engine's step events -----------------------
+
+
+def step_event(op: str, olds: dict[str, Any] | None, news: dict[str, Any]) -> Any:
+    """A resource step event as the Automation API parses it from the engine's event log."""
+    from pulumi.automation import EngineEvent
+
+    urn = "urn:pulumi:local::kubesmith::pulumi-python:dynamic:Resource::local-provisioning"
+    state = {"type": "pulumi-python:dynamic:Resource", "urn": urn, "id": "", "parent": ""}
+    metadata: dict[str, Any] = {
+        "op": op,
+        "urn": urn,
+        "type": state["type"],
+        "provider": "",
+        "new": {**state, "inputs": news, "outputs": {}},
+    }
+    if olds is not None:
+        metadata["old"] = {**state, "inputs": {}, "outputs": olds}
+    return EngineEvent.from_json(
+        {"sequence": 1, "timestamp": 0, "resourcePreEvent": {"metadata": metadata}}
+    )
+
+
+def test_preview_lines_come_from_the_step_event_of_provisioning() -> None:
+    from kubesmith.program.automation import provisioning_plan
+
+    update = provisioning_plan(
+        step_event("update", outputs(inputs(spec(workers=1))), inputs(spec(workers=2)))
+    )
+    assert update is not None
+    assert update.lines() == [
+        f"{CP}: only cni: pod routes to every node's range (bridge CNI)",
+        f"{W1}: only cni: pod routes to every node's range (bridge CNI)",
+        f"{W2}: new node",
+    ]
+    created = provisioning_plan(step_event("create", None, inputs(spec(workers=1))))
+    assert created is not None
+    assert created.lines() == [f"{CP}: new node", f"{W1}: new node"]
+    same = provisioning_plan(
+        step_event("same", outputs(inputs(spec(workers=1))), inputs(spec(workers=1)))
+    )
+    assert same is not None
+    assert same.lines() == []
+    # Other resources' steps (an LXD node) are not provisioning's.
+    assert provisioning_plan(step_event("create", None, {"name": "local-worker-2"})) is None

@@ -4,7 +4,8 @@ The resource's inputs carry, besides the whole inventory and its trigger digest,
 diff reads (and that `pulumi preview --diff` shows property by property, one key per host):
 
 - ``hosts``: host name -> what provisioning reads of that host alone: its address, node IP,
-  SSH user, role, groups and pod range (``host_inputs``);
+  SSH user, role and groups (``host_inputs``; not its pod range, which provisioning itself
+  allocates and keeps: a new node gets a free one, the others keep theirs);
 - ``cluster``: setting -> what every host reads: each `kubesmith:cluster` setting but the node
   counts (those show as hosts coming and going), the API endpoint, and digests of
   versions.yaml and of the playbooks (``cluster_inputs``).
@@ -83,7 +84,7 @@ def _group_members(inventory: Mapping[str, Any]) -> dict[str, set[str]]:
     return {name: expand(name, frozenset()) for name in members if name != "all"}
 
 
-def host_inputs(inventory: Mapping[str, Any], pod_cidrs: Mapping[str, str]) -> dict[str, Any]:
+def host_inputs(inventory: Mapping[str, Any]) -> dict[str, Any]:
     """Host name -> what provisioning reads of that host alone (see the module doc)."""
     groups = _group_members(inventory)
     hosts = (inventory.get("all") or {}).get("hosts") or {}
@@ -91,8 +92,6 @@ def host_inputs(inventory: Mapping[str, Any], pod_cidrs: Mapping[str, str]) -> d
     for host, variables in hosts.items():
         entry = {HOST_FIELDS.get(key, key): value for key, value in (variables or {}).items()}
         entry["groups"] = sorted(g for g, names in groups.items() if host in names)
-        if host in pod_cidrs:
-            entry["podCidr"] = pod_cidrs[host]
         found[host] = entry
     return found
 

@@ -284,21 +284,21 @@ class Provisioning(pulumi.dynamic.Resource):
 
 
 #: What a host's entry holds before its node exists (a preview): what the spec decides.
-SPEC_DECIDED = ("role", "groups", "podCidr")
+SPEC_DECIDED = ("role", "groups")
 
 
 def host_entries(
-    spec: ClusterSpec, inventory: pulumi.Output[dict[str, Any]], pod_cidrs: Mapping[str, str]
+    spec: ClusterSpec, inventory: pulumi.Output[dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """Host -> its ``hosts`` entry (kubesmith.program.hostdiff.host_inputs): the role, groups
-    and pod range as plain values, each value the nodes decide (address, node IP, SSH user)
+    as plain values, each value the nodes decide (address, node IP, SSH user)
     as its own output. So a preview shows a new node's role and groups, and only what its
     node will decide as unknown."""
     nodes = [Node(name, role, "0.0.0.0", None, "-") for name, role in node_plan(spec)]
     planned = build_inventory(spec, nodes, endpoint="https://0.0.0.0:6443")
     entries: dict[str, dict[str, Any]] = {}
-    for host, known in hostdiff.host_inputs(planned, pod_cidrs).items():
-        entry = _entry(inventory, host, pod_cidrs)
+    for host, known in hostdiff.host_inputs(planned).items():
+        entry = _entry(inventory, host)
         entries[host] = {
             key: value if key in SPEC_DECIDED else _field(entry, key)
             for key, value in known.items()
@@ -306,10 +306,8 @@ def host_entries(
     return entries
 
 
-def _entry(
-    inventory: pulumi.Output[dict[str, Any]], host: str, pod_cidrs: Mapping[str, str]
-) -> pulumi.Output[dict[str, Any]]:
-    return inventory.apply(lambda data: hostdiff.host_inputs(data, pod_cidrs)[host])
+def _entry(inventory: pulumi.Output[dict[str, Any]], host: str) -> pulumi.Output[dict[str, Any]]:
+    return inventory.apply(lambda data: hostdiff.host_inputs(data)[host])
 
 
 def _field(entry: pulumi.Output[dict[str, Any]], key: str) -> pulumi.Output[Any]:
@@ -327,7 +325,7 @@ def provision_after(
     expected = expected_pod_cidrs(stack, spec)
     # One input per host, so a preview shows each host's entry as its own property; the host
     # names are known from the spec while the addresses are not (a node still to be created).
-    hosts = host_entries(spec, inventory, expected)
+    hosts = host_entries(spec, inventory)
     endpoint = inventory.apply(lambda data: data["all"]["vars"][ENDPOINT_VAR])
     cluster = hostdiff.cluster_inputs(spec, endpoint)
     return Provisioning(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: A cluster's settings as `kubesmith:cluster` spells them (ClusterSpec.model_dump by alias):
@@ -111,3 +112,13 @@ def follow_up(
         return None
     hosts = tuple(h for h in order if h in reasons)
     return FollowUp(hosts, tuple(tags), {h: tuple(reasons[h]) for h in hosts})
+
+
+def matched_hosts(inventory: Path, pattern: str) -> list[str]:
+    """The hosts an Ansible ``--limit`` pattern selects in ``inventory`` (Ansible's own
+    pattern rules: names, groups, ``!``, ``&``, wildcards)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
+    return [host.name for host in manager.get_hosts(pattern=pattern)]
