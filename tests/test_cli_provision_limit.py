@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from kubesmith.cli import app
 from kubesmith.provision.provisioner import Options
 from kubesmith.provision.runner import HostStats, RunResult
-from kubesmith.provision.scope import matched_hosts
+from kubesmith.provision.scope import changed_hosts, load_record, matched_hosts, record_run
 from kubesmith.state.paths import stack_dir
 from kubesmith.state.pki import PkiReport
-from tests.clusterlab import local_spec, write_inventory
+from tests.clusterlab import local_spec, nodes_of, write_inventory
 from tests.conftest import REPO
 
 runner = CliRunner()
@@ -86,3 +86,34 @@ def test_a_control_plane_brings_the_plays_that_read_it(runs: list[Options]) -> N
         tags=("cni", "api_proxy", "control_plane", "etcd"),
         limit="local-cp-1,local-cp-2,local-worker-1",
     )
+
+
+def test_a_limited_run_of_an_unchanged_host_stays_limited(runs: list[Options]) -> None:
+    """The record of the last runs says what each host was provisioned with: re-running a
+    node that did not change (a kubelet restart, a drain loop) touches no other node."""
+    inventory = write_inventory(stack_dir("local"), local_spec(1, 2))
+    record_run(stack_dir("local"), inventory, list(inventory.hostvars))
+    runner.invoke(app, ["provision", "-s", "local", "-l", "local-worker-2"])
+    assert runs == [Options(tags=[], limit="local-worker-2")]
+    # Re-addressed since its record: the others' routes follow.
+    moved = write_inventory(stack_dir("local"), local_spec(1, 2), nodes_of(local_spec(1, 2), 40))
+    assert changed_hosts(moved, load_record(stack_dir("local")), ["local-worker-2"]) == {
+        "local-worker-2": ("k8s_cluster", "kube_node")
+    }
+
+
+@pytest.mark.usefixtures("runs")
+def test_a_host_gone_from_the_inventory_is_a_change_others_follow() -> None:
+    three = write_inventory(stack_dir("local"), local_spec(1, 3))
+    record_run(stack_dir("local"), three, list(three.hostvars))
+    two = write_inventory(stack_dir("local"), local_spec(1, 2))
+    assert changed_hosts(two, load_record(stack_dir("local")), []) == {
+        "local-worker-3": ("k8s_cluster", "kube_node")
+    }
+    # Recording a run drops it.
+    record_run(stack_dir("local"), two, ["local-cp-1"])
+    assert set(load_record(stack_dir("local")) or {}) == {
+        "local-cp-1",
+        "local-worker-1",
+        "local-worker-2",
+    }

@@ -85,13 +85,14 @@ def _run(target: targets.Target, options: Options, title: str) -> Outcome:
 def _follow_up(target: targets.Target, options: Options) -> scope.FollowUp | None:
     """After a run limited to some hosts: the plays of the other hosts that read them (the
     bridge CNI's pod routes to a new node, etc.; kubesmith.provision.scope), restricted to
-    the tags the user chose."""
+    the tags the user chose. Only for hosts new or changed since they were last provisioned
+    (scope.changed_hosts)."""
     if options.limit is None:
         return None
     inventory = target.inventory
     limited = scope.matched_hosts(inventory.path, options.limit)
     settings = inventory.cluster.spec.model_dump(by_alias=True, mode="json")
-    changed = {host: tuple(inventory.groups_of(host)) for host in limited}
+    changed = scope.changed_hosts(inventory, scope.load_record(target.state_dir), limited)
     groups = {group: inventory.hosts_in(group) for group in inventory.groups}
     found = scope.follow_up(settings, groups, list(inventory.hostvars), changed, skip=limited)
     if found is None or not options.tags:
@@ -133,10 +134,11 @@ def provision_command(
     target = _target(stack, inventory, source, mirror)
     extravars = {} if binaries is None else {BINARIES_VAR: binaries}
     options = Options(tags=_tags(tags), limit=limit, check=check, extravars=extravars)
+    # Decided before the run, which records what the limited hosts now hold.
+    follow = _follow_up(target, options)
     outcome = _run(target, options, "provision")
     changed = sum(s.changed for s in outcome.run.stats.values())
     hosts = len(outcome.run.stats)
-    follow = _follow_up(target, options)
     if follow is not None:
         err.print(
             f"also on {', '.join(follow.hosts)}, only {', '.join(follow.tags)}: "

@@ -12,14 +12,24 @@ change.
 hosts into the one extra run (hosts and tags) that keeps the others correct. Both the
 Pulumi provisioning resource (kubesmith.program.provisioning) and `kubesmith provision
 --limit` use it.
+
+Which hosts changed: the Pulumi resource knows from its state; `kubesmith provision` from
+the record every successful run keeps beside the inventory (``RECORD_FILE``: each host's
+variables and groups as it was last provisioned). A limited run of a host that is new or
+differs from its record (or of any host, without a record) brings the follow-up run; a
+limited run of an unchanged host stays limited.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kubesmith.provision.inventory import Inventory
+from kubesmith.state.files import atomic_write
 
 #: A cluster's settings as `kubesmith:cluster` spells them (ClusterSpec.model_dump by alias):
 #: a preview knows them while the typed spec's inventory is still unknown.
@@ -122,3 +132,45 @@ def matched_hosts(inventory: Path, pattern: str) -> list[str]:
 
     manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
     return [host.name for host in manager.get_hosts(pattern=pattern)]
+
+
+#: Each host's variables and groups as the last successful run on it saw them.
+RECORD_FILE = "provisioned-hosts.json"
+
+
+def host_entry(inventory: Inventory, host: str) -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads(json.dumps(dict(inventory.hostvars[host]), default=str))
+    entry["groups"] = sorted(inventory.groups_of(host) - {"all"})
+    return entry
+
+
+def load_record(state_dir: Path) -> dict[str, Any] | None:
+    """The record of the last runs; None when none was kept (a state from before it)."""
+    path = state_dir / RECORD_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else None
+
+
+def record_run(state_dir: Path, inventory: Inventory, hosts: Collection[str]) -> None:
+    """Note what ``hosts`` were provisioned with; hosts gone from the inventory are dropped."""
+    kept = {h: e for h, e in (load_record(state_dir) or {}).items() if h in inventory.hostvars}
+    kept.update({h: host_entry(inventory, h) for h in hosts if h in inventory.hostvars})
+    data = json.dumps(kept, indent=1, sort_keys=True).encode("utf-8")
+    atomic_write(state_dir / RECORD_FILE, data, 0o600)
+
+
+def changed_hosts(
+    inventory: Inventory, record: Mapping[str, Any] | None, limited: Collection[str]
+) -> dict[str, tuple[str, ...]]:
+    """Of ``limited``, the hosts new or different since their record, and the recorded hosts
+    the inventory no longer has: host -> its groups. Without a record, every limited host."""
+    current = {h: host_entry(inventory, h) for h in limited if h in inventory.hostvars}
+    if record is None:
+        return {h: tuple(e["groups"]) for h, e in current.items()}
+    changed = {h: tuple(e["groups"]) for h, e in current.items() if record.get(h) != e}
+    for host, entry in record.items():
+        if host not in inventory.hostvars and isinstance(entry, Mapping):
+            changed[host] = tuple(entry.get("groups") or ())
+    return changed
