@@ -29,6 +29,8 @@ from cryptography import x509
 
 from kubesmith.local.connection import LABEL_PREFIX
 from kubesmith.local.instances import delete_node, managed_instances, node_address
+from kubesmith.provision.scope import load_record
+from kubesmith.state.paths import stack_dir
 from tests.integration.conftest import REPO, LxdHost, unique_name
 from tests.pulumi_engine import Engine, UpResult
 from tests.pulumi_mocks import stack_config
@@ -234,6 +236,8 @@ def test_one_more_worker_is_named_in_the_diff_and_restarts_nothing_elsewhere(
         assert set(recap[node]["changed_roles"]) <= {"cni"}, (node, recap[node])
     # ...and no service of theirs was restarted.
     assert {node: service_starts(node) for node in before} == starts
+    # `kubesmith provision --limit` would now find every host as provisioned (scope.py).
+    assert set(load_record(stack_dir("local")) or {}) == {*before, added}
 
 
 def test_destroy_deletes_every_instance(stack: PulumiStack) -> None:

@@ -1,9 +1,13 @@
 """Provisioning as a Pulumi resource, so `pulumi up` configures the nodes it created.
 
 `Provisioning` runs the same glue as `kubesmith provision -s STACK` once the node pool exists.
-Its one deciding input is a trigger: a sha256 over the inventory, every file under playbooks/,
-versions.yaml and the cluster spec. `pulumi preview` therefore shows the resource as changing
-exactly when provisioning would run again, and a `pulumi up` with nothing changed skips it.
+Its inputs say what provisioning reads: the inventory, a trigger (a sha256 over the
+inventory, every file under playbooks/, versions.yaml and the cluster spec), and per host and
+per cluster-wide setting the maps kubesmith.program.hostdiff diffs (``hosts``, ``cluster``).
+The diff plans, host by host, what an update runs and why, says it on stderr (the engine shows
+it under the step, in `pulumi preview` as in `up`) and changes nothing when nothing changed;
+the update runs the plan: everything, or the new and changed hosts and then only the plays of
+the others that read them (kubesmith.provision.scope). Never a replacement.
 
 Its outputs carry the run's recap and the pod range of every node (`pod_cidrs`, node name ->
 CIDR), read back from the allocation kubesmith.state.podcidr keeps in the stack's state:
@@ -11,8 +15,8 @@ backends whose network must route the ranges (AWS) build their routes from it. T
 also passes the ranges it expects as an input under the same key. While a preview shows this
 resource being created or updated, the engine reports its inputs as its outputs, so the
 routes keep known, unchanged ranges in the preview instead of unknown ones (which would show
-every route replaced). The diff still looks at the trigger alone, plus whether the last
-outputs hold ranges at all (a state from before they existed).
+every route replaced). The diff does not compare them (the run allocates the ranges), only
+whether the last outputs hold ranges at all (a state from before they existed).
 
 Wiring (kubesmith.program, after the node pool):
 
