@@ -162,6 +162,18 @@ def test_a_cluster_wide_setting_runs_every_host_naming_it(
     assert runs_for(planned) == [Options()]
 
 
+def test_any_other_cluster_wide_input_runs_every_host() -> None:
+    """The digest over everything the trigger covers but the hosts (a file the spec names by
+    path, say): it moves, every host runs; it stays put when only nodes come and go."""
+    before, after = inputs(spec(workers=1)), inputs(spec(workers=2))
+    key = hostdiff.DIGEST_KEY
+    assert before[hostdiff.CLUSTER_KEY][key] == after[hostdiff.CLUSTER_KEY][key]
+    moved = {**before, hostdiff.CLUSTER_KEY: {**before[hostdiff.CLUSTER_KEY], key: "other"}}
+    _result, planned = diff(outputs(moved), inputs(spec(workers=1)))
+    assert planned.full
+    assert planned.reasons == dict.fromkeys([CP, W1], f"cluster-wide change: {key}")
+
+
 def test_a_new_worker_with_a_new_version_is_new_and_the_rest_name_the_setting() -> None:
     _result, planned = diff(
         outputs(inputs(spec(workers=1))), inputs(spec(workers=2, kubernetesVersion="1.34.4"))

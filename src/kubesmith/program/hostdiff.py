@@ -122,10 +122,27 @@ def known_settings(
     return settings
 
 
-def cluster_inputs(spec: ClusterSpec, api_endpoint: Any) -> dict[str, Any]:
-    """Setting -> value of everything every host reads (see the module doc); ``api_endpoint``
-    may be a pulumi Output (the nodes decide it)."""
-    return {**known_settings(spec), "apiEndpoint": api_endpoint}
+#: The key of the digest over every cluster-wide input (see ``cluster_inputs``).
+DIGEST_KEY = "clusterInputs"
+
+
+def cluster_inputs(spec: ClusterSpec, api_endpoint: Any, digest: Any) -> dict[str, Any]:
+    """Setting -> value of everything every host reads (see the module doc). ``api_endpoint``
+    and ``digest`` may be pulumi Outputs (the nodes decide the endpoint). ``digest`` covers
+    whatever the provisioning trigger covers but the hosts (kubesmith.program.provisioning
+    .cluster_digest), so a cluster-wide input the named settings miss still counts."""
+    return {**known_settings(spec), "apiEndpoint": api_endpoint, DIGEST_KEY: digest}
+
+
+def hostless(
+    inventory: Mapping[str, Any], counts: Sequence[str] = COUNT_SETTINGS
+) -> dict[str, Any]:
+    """``inventory``'s cluster-wide part: its all.vars, without the node counts."""
+    variables = dict((inventory.get("all") or {}).get("vars") or {})
+    for key, value in variables.items():
+        if isinstance(value, Mapping) and any(count in value for count in counts):
+            variables[key] = {k: v for k, v in value.items() if k not in counts}
+    return {"all": {"vars": variables}}
 
 
 def _plain(value: Any) -> Any:
@@ -229,6 +246,8 @@ def plan(olds: Mapping[str, Any], news: Mapping[str, Any]) -> Plan:
     for host in removed:
         touched[host] = _groups_of(old_hosts[host])
     changed = changed_keys(_mapping(olds.get(CLUSTER_KEY)), _mapping(news.get(CLUSTER_KEY)))
+    if len(changed) > 1 and DIGEST_KEY in changed:
+        changed.remove(DIGEST_KEY)  # the named settings say it better
     if changed:
         return _everyone(order, f"cluster-wide change: {', '.join(changed)}", own, removed)
     core = sorted(h for h, groups in touched.items() if set(groups) & set(CORE_GROUPS))

@@ -80,6 +80,13 @@ def trigger_hash(
     return digest.hexdigest()
 
 
+def cluster_digest(inventory: Mapping[str, Any], spec: ClusterSpec) -> str:
+    """The trigger without the hosts: moves with every cluster-wide input, not with nodes
+    coming, going or moving (kubesmith.program.hostdiff diffs those host by host)."""
+    counts = {"control_planes": 1, "workers": 0}
+    return trigger_hash(hostdiff.hostless(inventory), spec.model_copy(update=counts))
+
+
 def with_controller_paths(stack: str, inventory: Mapping[str, Any]) -> dict[str, Any]:
     """The stack's inventory plus what only this machine knows: the stack's SSH key and its
     pinned host keys (the same variables kubesmith.provision.inventory.build_inventory sets). The
@@ -331,7 +338,8 @@ def provision_after(
     # names are known from the spec while the addresses are not (a node still to be created).
     hosts = host_entries(spec, inventory)
     endpoint = inventory.apply(lambda data: data["all"]["vars"][ENDPOINT_VAR])
-    cluster = hostdiff.cluster_inputs(spec, endpoint)
+    digest = inventory.apply(lambda data: cluster_digest(data, spec))
+    cluster = hostdiff.cluster_inputs(spec, endpoint, digest)
     return Provisioning(
         f"{spec.name}-provisioning", stack, inventory, trigger, expected, hosts, cluster, opts
     )
