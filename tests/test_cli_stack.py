@@ -62,7 +62,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...], d
         return record
 
     monkeypatch.setattr(automation, "pulumi_command", recorder("pulumi_command", COMMAND))
-    monkeypatch.setattr(automation, "preview", recorder("preview", {"create": 18}))
+    summary = automation.PreviewSummary({"create": 1, "update": 1}, ["dev-worker-3: new node"])
+    monkeypatch.setattr(automation, "preview", recorder("preview", summary))
     monkeypatch.setattr(
         automation,
         "up",
@@ -203,7 +204,9 @@ def test_up_and_preview_report_a_summary(calls: list[Any]) -> None:
     assert calls[1][1][2] is COMMAND
     assert "stack dev is up: 3 nodes, API at https://10.20.0.4:6443" in up.stdout
     preview = runner.invoke(app, ["preview", "-s", "dev"])
-    assert "stack dev: 18 to create" in preview.stdout
+    assert "stack dev: 1 to create, 1 to update" in preview.stdout
+    # provisioning's hosts and why, one line each (kubesmith.program.hostdiff)
+    assert "provisioning, host by host:\n  dev-worker-3: new node\n" in preview.stdout
 
 
 # -- the environment Pulumi gets ---------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import copy
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from cryptography import x509
 
 from kubesmith.local.connection import LABEL_PREFIX
 from kubesmith.local.instances import delete_node, managed_instances, node_address
+from kubesmith.provision.scope import load_record
+from kubesmith.state.paths import stack_dir
 from tests.integration.conftest import REPO, LxdHost, unique_name
 from tests.pulumi_engine import Engine, UpResult
 from tests.pulumi_mocks import stack_config
@@ -143,10 +146,56 @@ def test_a_second_up_changes_nothing_and_runs_no_playbook(stack: PulumiStack) ->
     assert result.provider_log == []
 
 
-def test_one_more_worker_creates_one_node_and_changes_only_pod_routes_elsewhere(
+#: Every service kubesmith installs or starts on a node (those a node does not run are not
+#: loaded there, and are left out).
+SERVICES = (
+    "containerd",
+    "etcd",
+    "haproxy",
+    "kubesmith-pod-network",
+    "kubelet",
+    "kube-proxy",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+)
+
+
+def service_starts(node: str) -> dict[str, tuple[str, str, str]]:
+    """Each loaded kubesmith service on ``node``: (its state, when it last became active on
+    the monotonic clock every LXD node shares, the id of that run). A restart changes the
+    last two."""
+    units = [f"{unit}.service" for unit in SERVICES]
+    shown_properties = "Id,LoadState,ActiveState,ActiveEnterTimestampMonotonic,InvocationID"
+    shown = subprocess.run(
+        ["lxc", "exec", node, "--", "systemctl", "show", *units, "-p", shown_properties],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    starts = {}
+    for block in shown.stdout.strip().split("\n\n"):
+        values = dict(line.split("=", 1) for line in block.splitlines())
+        if values["LoadState"] == "loaded":
+            starts[values["Id"]] = (
+                values["ActiveState"],
+                values["ActiveEnterTimestampMonotonic"],
+                values["InvocationID"],
+            )
+    return starts
+
+
+def test_one_more_worker_is_named_in_the_diff_and_restarts_nothing_elsewhere(
     stack: PulumiStack,
 ) -> None:
     before = stack.instances()
+    starts = {node: service_starts(node) for node in before}
+    # What is measured: the runtime everywhere and etcd on the control plane, running (the
+    # Kubernetes units are written but not started without the binaries; the pod routes'
+    # reconciler runs at boot only).
+    for node, units in starts.items():
+        assert units["containerd.service"][0] == "active", (node, units)
+    assert starts[f"{stack.name}-cp-1"]["etcd.service"][0] == "active"
 
     result = stack.engine.up("local", stack.with_workers(3))
 
@@ -155,11 +204,40 @@ def test_one_more_worker_creates_one_node_and_changes_only_pod_routes_elsewhere(
     assert result.ops("update") == [f"{stack.name}-provisioning"]
     assert sorted(result.ops("same")) == sorted(before)
     assert stack.instances() == {**before, added: stack.instances()[added]}
-    recap = _provisioning(result)["recap"]
+    # The provider's diff named the new node, and only it, as new; the others for the pod
+    # routes alone (bridge CNI), the cluster-wide step a new node needs.
+    planned = [line for line in result.provider_log if line.startswith("will provision ")]
+    routes = "only cni: pod routes to every node's range (bridge CNI)"
+    assert sorted(planned) == sorted(
+        [f"will provision {added}: new node"]
+        + [f"will provision {node}: {routes}" for node in before]
+    )
+    provisioning = _provisioning(result)
+    assert provisioning["provisioned"] == {added: "new node", **dict.fromkeys(before, routes)}
+    # Two runs: everything on the new node, then the cni plays on the others.
+    assert f"provisioning local: {added}, playbooks/site.yml" in result.provider_log
+    others = ",".join(sorted(before))
+    assert f"provisioning local: {others}, playbooks/site.yml --tags cni" in result.provider_log
+    recap = provisioning["recap"]
     assert recap[added]["changed"] > 0
-    # The existing nodes only learn the route to the new node's pod range (bridge CNI).
+    # The existing nodes ran the cni role alone: of every other role only the argument check
+    # Ansible runs whatever the tags (the progress notes give each host's roles and counts)...
+    for node in before:
+        notes = [
+            found.groups()
+            for line in result.provider_log
+            if (found := re.match(rf"{re.escape(node)}: (\S+) ok (\d+) changed (\d+)", line))
+        ]
+        assert {role for role, _ok, _changed in notes} >= {"cni"}, (node, notes)
+        others = {(ok, changed) for role, ok, changed in notes if role != "cni"}
+        assert others <= {("1", "0")}, (node, notes)
+    # ...they only learn the route to the new node's pod range (bridge CNI)...
     for node in before:
         assert set(recap[node]["changed_roles"]) <= {"cni"}, (node, recap[node])
+    # ...and no service of theirs was restarted.
+    assert {node: service_starts(node) for node in before} == starts
+    # `kubesmith provision --limit` would now find every host as provisioned (scope.py).
+    assert set(load_record(stack_dir("local")) or {}) == {*before, added}
 
 
 def test_destroy_deletes_every_instance(stack: PulumiStack) -> None:

@@ -12,6 +12,7 @@ from kubesmith.cli.console import err, out, progress
 from kubesmith.cli.options import OptionalStack, target_of
 from kubesmith.errors import UserError
 from kubesmith.local.shares import attach_for
+from kubesmith.provision import scope
 from kubesmith.provision import target as targets
 from kubesmith.provision.provisioner import TAGS, Options, Outcome, provision
 from kubesmith.provision.recap import Progress, pki_summary, recap_table
@@ -78,6 +79,25 @@ def _run(target: targets.Target, options: Options, title: str) -> Outcome:
     return outcome
 
 
+def _follow_up(target: targets.Target, options: Options) -> scope.FollowUp | None:
+    """After a run limited to some hosts: the plays of the other hosts that read them (the
+    bridge CNI's pod routes to a new node, etc.; kubesmith.provision.scope), restricted to
+    the tags the user chose. Only for hosts new or changed since they were last provisioned
+    (scope.changed_hosts)."""
+    if options.limit is None:
+        return None
+    inventory = target.inventory
+    limited = scope.matched_hosts(inventory.path, options.limit)
+    settings = inventory.cluster.spec.model_dump(by_alias=True, mode="json")
+    changed = scope.changed_hosts(inventory, scope.load_record(target.state_dir), limited)
+    groups = {group: inventory.hosts_in(group) for group in inventory.groups}
+    found = scope.follow_up(settings, groups, list(inventory.hostvars), changed, skip=limited)
+    if found is None or not options.tags:
+        return found
+    tags = tuple(tag for tag in found.tags if tag in options.tags)
+    return scope.FollowUp(found.hosts, tags, found.reasons) if tags else None
+
+
 def _tags(tags: list[str]) -> list[str]:
     chosen = [t.strip() for value in tags for t in value.split(",") if t.strip()]
     unknown = sorted(set(chosen) - set(TAGS))
@@ -111,9 +131,22 @@ def provision_command(
     target = _target(stack, inventory, source, mirror)
     extravars = {} if binaries is None else {BINARIES_VAR: binaries}
     options = Options(tags=_tags(tags), limit=limit, check=check, extravars=extravars)
+    # Decided before the run, which records what the limited hosts now hold.
+    follow = _follow_up(target, options)
     outcome = _run(target, options, "provision")
     changed = sum(s.changed for s in outcome.run.stats.values())
     hosts = len(outcome.run.stats)
+    if follow is not None:
+        err.print(
+            f"also on {', '.join(follow.hosts)}, only {', '.join(follow.tags)}: "
+            f"{'; '.join(dict.fromkeys(r for why in follow.reasons.values() for r in why))}"
+        )
+        more = Options(
+            tags=follow.tags, limit=",".join(follow.hosts), check=check, extravars=extravars
+        )
+        extra = _run(target, more, f"provision ({', '.join(follow.tags)})")
+        changed += sum(s.changed for s in extra.run.stats.values())
+        hosts += len(extra.run.stats)
     if check:
         out.print(f"[green]ok[/]: {hosts} hosts checked, {changed} changes would be made")
     else:

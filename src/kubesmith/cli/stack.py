@@ -90,9 +90,13 @@ def confirm_destroy(
 def preview(stack: str = Stack) -> None:
     """Show what `up` would create, change or delete for the stack."""
     command = _ready(stack)
-    changes = automation.preview(stack, project_root(), command, _progress)
-    summary = ", ".join(f"{count} to {op}" for op, count in sorted(changes.items()))
+    found = automation.preview(stack, project_root(), command, _progress)
+    summary = ", ".join(f"{count} to {op}" for op, count in sorted(found.changes.items()))
     out.print(f"stack {stack}: {summary or 'no changes'}")
+    if found.hosts:
+        out.print("provisioning, host by host:")
+        for line in found.hosts:
+            out.print(f"  {line}", highlight=False, markup=False)
 
 
 def up(stack: str = Stack) -> None:

@@ -15,6 +15,8 @@ the passphrase's salt (`encryptionsalt:`, not a secret) in Pulumi.<stack>.yaml.
 Verified here, by unit tests: the choice between PATH and kubesmith's CLI (with small scripts
 that print a version), the download, verification and unpacking of the CLI and the plugins
 (with tarballs the tests make), the environment Pulumi gets and the offline error.
+`preview`'s per-host lines are computed from the engine's step events by
+`provisioning_plan`, tested with events built as the Automation API parses them.
 Unverified: everything that runs the real Pulumi CLI (`open_stack`, `preview`, `up`,
 `destroy`, `stack_output`): the development machines cannot obtain it, so these paths have
 never run; they follow the Automation API's documented calls.
@@ -28,12 +30,14 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubesmith.downloads import pulumi as pulumi_tools
 from kubesmith.downloads.download import ByteProgress
 from kubesmith.errors import KubesmithError, ToolMissingError, UserError
+from kubesmith.program import hostdiff
 from kubesmith.provision.target import artifact_cache_dir
 from kubesmith.state.files import check_private
 from kubesmith.state.paths import state_dir
@@ -167,12 +171,49 @@ def open_stack(stack: str, root: Path, command: auto.PulumiCommand, *, create: b
         return auto.select_stack(stack, work_dir=str(root), opts=options)
 
 
-def preview(stack: str, root: Path, command: auto.PulumiCommand, echo: Echo) -> dict[str, int]:
-    """Show what `up` would change; the change counts by operation."""
+@dataclass
+class PreviewSummary:
+    """What `up` would do: change counts by operation, and a line per host provisioning would
+    run on (``host: reason``, kubesmith.program.hostdiff)."""
+
+    changes: dict[str, int]
+    hosts: list[str] = field(default_factory=list)
+
+
+def provisioning_plan(event: auto.EngineEvent) -> hostdiff.Plan | None:
+    """The per-host plan of the Provisioning resource's step in ``event``, if it is one.
+
+    The engine's step event carries the resource's last outputs (``old``) and new inputs
+    (``new``): the same two maps the provider's diff compares, unknowns included.
+    """
+    pre = event.resource_pre_event
+    if pre is None or pre.metadata.new is None:
+        return None
+    news = pre.metadata.new.inputs or {}
+    hosts = news.get(hostdiff.HOSTS_KEY)
+    if not isinstance(hosts, Mapping) or hostdiff.CLUSTER_KEY not in news:
+        return None
+    old = pre.metadata.old
+    if old is None:
+        names = sorted(hosts)
+        return hostdiff.Plan(dict.fromkeys(names, hostdiff.NEW_NODE), full=True, hosts=tuple(names))
+    return hostdiff.plan(old.outputs or {}, news)
+
+
+def preview(stack: str, root: Path, command: auto.PulumiCommand, echo: Echo) -> PreviewSummary:
+    """Show what `up` would change; the change counts and provisioning's hosts."""
     handle = open_stack(stack, root, command, create=True)
+    plans: list[hostdiff.Plan] = []
+
+    def collect(event: auto.EngineEvent) -> None:
+        found = provisioning_plan(event)
+        if found is not None:
+            plans.append(found)
+
     with _pulumi_errors("preview", stack):
-        result = handle.preview(on_output=echo, on_error=echo)
-    return {str(op): count for op, count in result.change_summary.items()}
+        result = handle.preview(on_output=echo, on_error=echo, on_event=collect)
+    changes = {str(op): count for op, count in result.change_summary.items()}
+    return PreviewSummary(changes, [line for found in plans for line in found.lines()])
 
 
 def up(stack: str, root: Path, command: auto.PulumiCommand, echo: Echo) -> dict[str, Any]:

@@ -1,10 +1,14 @@
 """Provisioning as a Pulumi resource, so `pulumi up` configures the nodes it created.
 
 `Provisioning` runs the same glue as `kubesmith provision -s STACK` once the node pool exists.
-Its one deciding input is a trigger: a sha256 over the inventory, every file under playbooks/,
-versions.yaml, the cluster spec and the controller files it names (the OIDC issuer's CA).
-`pulumi preview` therefore shows the resource as changing exactly when provisioning would run
-again, and a `pulumi up` with nothing changed skips it.
+Its inputs say what provisioning reads: the inventory, a trigger (a sha256 over the
+inventory, every file under playbooks/, versions.yaml, the cluster spec and the controller
+files it names (the OIDC issuer's CA)), and per host and
+per cluster-wide setting the maps kubesmith.program.hostdiff diffs (``hosts``, ``cluster``).
+The diff plans, host by host, what an update runs and why, says it on stderr (the engine shows
+it under the step, in `pulumi preview` as in `up`) and changes nothing when nothing changed;
+the update runs the plan: everything, or the new and changed hosts and then only the plays of
+the others that read them (kubesmith.provision.scope). Never a replacement.
 
 Its outputs carry the run's recap and the pod range of every node (`pod_cidrs`, node name ->
 CIDR), read back from the allocation kubesmith.state.podcidr keeps in the stack's state:
@@ -12,8 +16,8 @@ backends whose network must route the ranges (AWS) build their routes from it. T
 also passes the ranges it expects as an input under the same key. While a preview shows this
 resource being created or updated, the engine reports its inputs as its outputs, so the
 routes keep known, unchanged ranges in the preview instead of unknown ones (which would show
-every route replaced). The diff still looks at the trigger alone, plus whether the last
-outputs hold ranges at all (a state from before they existed).
+every route replaced). The diff does not compare them (the run allocates the ranges), only
+whether the last outputs hold ranges at all (a state from before they existed).
 
 Wiring (kubesmith.program, after the node pool):
 
@@ -26,16 +30,21 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from kubesmith.nodes import node_plan
+from kubesmith.nodes import Node, node_plan
+from kubesmith.program import hostdiff
+from kubesmith.program.hostdiff import CLUSTER_KEY, HOSTS_KEY, NEW_NODE, Plan
 from kubesmith.provision.apiserver_config import authentication_configuration
+from kubesmith.provision.inventory import ENDPOINT_VAR, build_inventory
+from kubesmith.provision.provisioner import Options
 from kubesmith.provision.target import Target
 from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
@@ -47,6 +56,8 @@ from kubesmith.state.podcidr import ALLOCATIONS_FILE, allocate
 RECAP_KEY = "recap"
 #: Node name -> pod range of every Kubernetes node (see the module doc).
 POD_CIDRS_KEY = "pod_cidrs"
+#: Host -> why the last run provisioned it (kubesmith.program.hostdiff's reasons).
+PROVISIONED_KEY = "provisioned"
 
 
 def trigger_hash(
@@ -71,6 +82,13 @@ def trigger_hash(
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         add(f"playbooks/{path.relative_to(root)}", path.read_bytes())
     return digest.hexdigest()
+
+
+def cluster_digest(inventory: Mapping[str, Any], spec: ClusterSpec) -> str:
+    """The trigger without the hosts: moves with every cluster-wide input, not with nodes
+    coming, going or moving (kubesmith.program.hostdiff diffs those host by host)."""
+    counts = {"control_planes": 1, "workers": 0}
+    return trigger_hash(hostdiff.hostless(inventory), spec.model_copy(update=counts))
 
 
 def with_controller_paths(stack: str, inventory: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,8 +155,28 @@ def whole_numbers(value: Any) -> Any:
     return value
 
 
-def _run(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the stack's inventory and provision it; the outputs carry the recap and ranges.
+def runs_for(planned: Plan) -> list[Options]:
+    """The playbook runs an update makes: everything, or the new and changed hosts in full and
+    then the plays that read them on the other hosts (kubesmith.provision.scope)."""
+    if planned.full:
+        return [Options()]
+    runs = []
+    if planned.hosts:
+        runs.append(Options(limit=",".join(planned.hosts)))
+    if planned.follow is not None:
+        runs.append(Options(tags=planned.follow.tags, limit=",".join(planned.follow.hosts)))
+    return runs
+
+
+def _title(stack: str, hosts: int, options: Options) -> str:
+    what = f"{hosts} hosts" if options.limit is None else f"{options.limit}"
+    tags = f" --tags {','.join(options.tags)}" if options.tags else ""
+    return f"provisioning {stack}: {what}, playbooks/site.yml{tags}"
+
+
+def _run(props: Mapping[str, Any], planned: Plan, runs: Sequence[Options]) -> dict[str, Any]:
+    """Write the stack's inventory and run ``runs`` on it; the outputs carry the recap (of the
+    hosts that ran), the reasons of ``planned`` and the pod ranges.
 
     Progress goes to stderr, one line per host and role (kubesmith.provision.recap
     .LineProgress through a kubesmith.progress reporter, whose heartbeat keeps a line coming
@@ -151,7 +189,7 @@ def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     from kubesmith.progress import ConsoleReporter
     from kubesmith.provision import target as targets
     from kubesmith.provision.inventory import dump_inventory
-    from kubesmith.provision.provisioner import Options, provision
+    from kubesmith.provision.provisioner import provision
     from kubesmith.provision.recap import LineProgress, pki_summary
 
     stack = str(props["stack"])
@@ -159,47 +197,69 @@ def _run(props: Mapping[str, Any]) -> dict[str, Any]:
     path = stack_dir(stack) / targets.STACK_INVENTORY
     atomic_write(path, dump_inventory(inventory).encode("utf-8"), 0o600)
     target = targets.for_stack(stack)
-    title = f"provisioning {stack}: {len(target.inventory.hostvars)} hosts, playbooks/site.yml"
-    with ConsoleReporter(Console(stderr=True)) as reporter:
-        reporter.phase(title)
-        progress = LineProgress(reporter)
-        outcome = provision(
-            target, Options(), progress, binaries_attach(target.inventory.cluster.spec)
-        )
-        summary = pki_summary(outcome.pki)
-        if summary:
-            reporter.note(summary)
-        # The step's last line: its title, "done" and the time it took.
-        reporter.detail("done" if outcome.run.ok else "failed")
-    outcome.run.raise_for_failure("provisioning")
-    recap = {
-        host: {
-            "ok": s.ok,
-            "changed": s.changed,
-            "failed": s.failed,
-            "changed_roles": progress.changed_roles.get(host, {}),
-        }
-        for host, s in outcome.run.stats.items()
+    recap: dict[str, Any] = {}
+    for options in runs:
+        title = _title(stack, len(target.inventory.hostvars), options)
+        with ConsoleReporter(Console(stderr=True)) as reporter:
+            reporter.phase(title)
+            progress = LineProgress(reporter)
+            outcome = provision(
+                target, options, progress, binaries_attach(target.inventory.cluster.spec)
+            )
+            summary = pki_summary(outcome.pki)
+            if summary:
+                reporter.note(summary)
+            # The step's last line: its title, "done" and the time it took.
+            reporter.detail("done" if outcome.run.ok else "failed")
+        outcome.run.raise_for_failure("provisioning")
+        for host, s in outcome.run.stats.items():
+            before = recap.get(host, {"ok": 0, "changed": 0, "failed": 0, "changed_roles": {}})
+            recap[host] = {
+                "ok": before["ok"] + s.ok,
+                "changed": before["changed"] + s.changed,
+                "failed": before["failed"] + s.failed,
+                "changed_roles": {
+                    **before["changed_roles"],
+                    **progress.changed_roles.get(host, {}),
+                },
+            }
+    return {
+        **props,
+        RECAP_KEY: recap,
+        PROVISIONED_KEY: dict(planned.reasons),
+        POD_CIDRS_KEY: used_pod_cidrs(target),
     }
-    return {**props, RECAP_KEY: recap, POD_CIDRS_KEY: used_pod_cidrs(target)}
+
+
+def _say(planned: Plan) -> None:
+    """The plan on stderr, a line per host: the engine shows it under the resource's step, in
+    `pulumi preview` as in `pulumi up`."""
+    for line in planned.lines():
+        print(f"will provision {line}", file=sys.stderr, flush=True)
 
 
 class ProvisioningProvider(ResourceProvider):
     """Runs provisioning on create and whenever the trigger changes; never replaces."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=f"provisioning-{props['stack']}", outs=_run(props))
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        # ``olds`` are the last outputs. A state written before the pod ranges were an output
-        # has none to give the routes that read them: one idempotent run adds them.
-        changed = olds.get("trigger") != news.get("trigger") or POD_CIDRS_KEY not in olds
-        return DiffResult(
-            changes=changed, replaces=[], stables=["stack"], delete_before_replace=False
+        hosts = props.get(HOSTS_KEY) or {}
+        planned = Plan(reasons=dict.fromkeys(hosts, NEW_NODE), full=True, hosts=tuple(hosts))
+        return CreateResult(
+            id_=f"provisioning-{props['stack']}", outs=_run(props, planned, [Options()])
         )
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=_run(news))
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # ``olds`` are the last outputs (hostdiff.plan: which hosts run, and why). Never a
+        # replacement: provisioning converges whatever the nodes hold.
+        planned = hostdiff.plan(olds, news)
+        _say(planned)
+        return DiffResult(
+            changes=planned.changes, replaces=[], stables=["stack"], delete_before_replace=False
+        )
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        planned = hostdiff.plan(olds, news)
+        return UpdateResult(outs=_run(news, planned, runs_for(planned)))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         # The nodes go with the node pool; the PKI stays in the state directory on purpose
@@ -211,6 +271,7 @@ class Provisioning(pulumi.dynamic.Resource):
     """The provisioning run of one stack's nodes."""
 
     recap: pulumi.Output[dict[str, Any]]
+    provisioned: pulumi.Output[dict[str, str]]
     pod_cidrs: pulumi.Output[dict[str, str]]
 
     def __init__(
@@ -220,16 +281,52 @@ class Provisioning(pulumi.dynamic.Resource):
         inventory: pulumi.Input[Mapping[str, Any]],
         trigger: pulumi.Input[str],
         expected_pod_cidrs: Mapping[str, str],
+        hosts: Mapping[str, pulumi.Input[Mapping[str, Any]]],
+        cluster: Mapping[str, pulumi.Input[Any]],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
             "stack": stack,
             "inventory": inventory,
             "trigger": trigger,
+            HOSTS_KEY: dict(hosts),
+            CLUSTER_KEY: dict(cluster),
+            PROVISIONED_KEY: None,
             RECAP_KEY: None,
             POD_CIDRS_KEY: dict(expected_pod_cidrs),
         }
         super().__init__(ProvisioningProvider(), name, props, opts)
+
+
+#: What a host's entry holds before its node exists (a preview): what the spec decides.
+SPEC_DECIDED = ("role", "groups")
+
+
+def host_entries(
+    spec: ClusterSpec, inventory: pulumi.Output[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Host -> its ``hosts`` entry (kubesmith.program.hostdiff.host_inputs): the role, groups
+    as plain values, each value the nodes decide (address, node IP, SSH user)
+    as its own output. So a preview shows a new node's role and groups, and only what its
+    node will decide as unknown."""
+    nodes = [Node(name, role, "0.0.0.0", None, "-") for name, role in node_plan(spec)]
+    planned = build_inventory(spec, nodes, endpoint="https://0.0.0.0:6443")
+    entries: dict[str, dict[str, Any]] = {}
+    for host, known in hostdiff.host_inputs(planned).items():
+        entry = _entry(inventory, host)
+        entries[host] = {
+            key: value if key in SPEC_DECIDED else _field(entry, key)
+            for key, value in known.items()
+        }
+    return entries
+
+
+def _entry(inventory: pulumi.Output[dict[str, Any]], host: str) -> pulumi.Output[dict[str, Any]]:
+    return inventory.apply(lambda data: hostdiff.host_inputs(data)[host])
+
+
+def _field(entry: pulumi.Output[dict[str, Any]], key: str) -> pulumi.Output[Any]:
+    return entry.apply(lambda values: values.get(key))
 
 
 def provision_after(
@@ -241,4 +338,12 @@ def provision_after(
     """The Provisioning resource for ``stack``; pass depends_on=[node pool] in ``opts``."""
     trigger = inventory.apply(lambda data: trigger_hash(data, spec))
     expected = expected_pod_cidrs(stack, spec)
-    return Provisioning(f"{spec.name}-provisioning", stack, inventory, trigger, expected, opts)
+    # One input per host, so a preview shows each host's entry as its own property; the host
+    # names are known from the spec while the addresses are not (a node still to be created).
+    hosts = host_entries(spec, inventory)
+    endpoint = inventory.apply(lambda data: data["all"]["vars"][ENDPOINT_VAR])
+    digest = inventory.apply(lambda data: cluster_digest(data, spec))
+    cluster = hostdiff.cluster_inputs(spec, endpoint, digest)
+    return Provisioning(
+        f"{spec.name}-provisioning", stack, inventory, trigger, expected, hosts, cluster, opts
+    )

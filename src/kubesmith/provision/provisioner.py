@@ -17,7 +17,7 @@ from kubesmith import versions
 from kubesmith.downloads import download
 from kubesmith.downloads.download import Download
 from kubesmith.errors import KubesmithError
-from kubesmith.provision import kubernetes
+from kubesmith.provision import kubernetes, scope
 from kubesmith.provision.runner import (
     EventHandler,
     RunRequest,
@@ -183,4 +183,7 @@ def provision(
             failure=result.failures[0].describe() if result.failures else result.error,
             kubernetes_binaries=binaries if isinstance(binaries, bool) else None,
         )
+        if result.ok and playbook in (SITE_PLAYBOOK, BASE_PLAYBOOK):
+            # What each host ran with: `provision --limit` compares against it (scope.py).
+            scope.record_run(target.state_dir, target.inventory, list(result.stats))
     return Outcome(report, downloaded, result)
