@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from kubesmith.cli import app
 from kubesmith.errors import KubesmithError
-from kubesmith.provision.runner import RunRequest, _message, run_playbook
+from kubesmith.provision.runner import RunRequest, TaskOutputs, _message, run_playbook
 from kubesmith.resources import playbooks_dir
 from tests.clusterlab import unreachable_inventory
 from tests.conftest import load_plugin
@@ -159,3 +159,22 @@ def test_a_failed_command_is_reported_by_its_last_stderr_line() -> None:
     # Without stderr the message stays; other modules' messages are kept as they are.
     assert _message({"msg": "non-zero return code", "rc": 1}) == "non-zero return code"
     assert _message({"msg": "Could not find the file", "stderr": "x"}) == "Could not find the file"
+
+
+def test_task_outputs_keep_each_hosts_stdout_of_the_named_tasks_and_pass_events_on() -> None:
+    seen: list[str] = []
+    outputs = TaskOutputs("Probe | read", "Probe | act", then=lambda e: seen.append(e["event"]))
+    events = [
+        {"event": "runner_on_ok", "event_data": {"task": "Probe | read", "host": "a",
+                                                  "res": {"stdout": "one\ntwo"}}},
+        {"event": "runner_on_ok", "event_data": {"task": "Other", "host": "a",
+                                                  "res": {"stdout": "not kept"}}},
+        {"event": "runner_on_failed", "event_data": {"task": "Probe | act", "host": "b",
+                                                      "res": {"stdout": "failed: not kept"}}},
+        {"event": "runner_on_ok", "event_data": {"task": "Probe | act ", "host": "b",
+                                                  "res": {}}},
+    ]  # fmt: skip
+    for event in events:
+        outputs(event)
+    assert outputs.stdout == {"Probe | read": {"a": "one\ntwo"}, "Probe | act": {"b": ""}}
+    assert seen == ["runner_on_ok", "runner_on_ok", "runner_on_failed", "runner_on_ok"]

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from kubesmith.cis.benchmark import ROLES, Benchmark, Role, load
 from kubesmith.cis.evaluate import Result, evaluate
 from kubesmith.cis.probe import parse_output, request_for
 from kubesmith.errors import KubesmithError
-from kubesmith.provision.runner import EventHandler, RunRequest, RunResult, run_playbook
+from kubesmith.provision.runner import (
+    EventHandler,
+    RunRequest,
+    RunResult,
+    TaskOutputs,
+    run_playbook,
+)
 from kubesmith.provision.target import Target
 
 PLAYBOOK = "cis.yml"
@@ -36,14 +41,8 @@ def check_target(
 ) -> list[NodeReport]:
     """Every node of ``target`` judged on every item of its role, in inventory order."""
     benchmark: Benchmark = load()
-    outputs: dict[str, str] = {}
-
-    def capture(event: dict[str, Any]) -> None:
-        data = event.get("event_data") or {}
-        if event.get("event") == "runner_on_ok" and str(data.get("task", "")).strip() == _TASK:
-            outputs[str(data.get("host"))] = str((data.get("res") or {}).get("stdout", ""))
-        if on_event is not None:
-            on_event(event)
+    capture = TaskOutputs(_TASK, then=on_event)
+    outputs = capture.stdout[_TASK]
 
     request = RunRequest(
         private_data_dir=target.runner_dir,

@@ -9,12 +9,16 @@ certificates and pod range. Forgetting a node for good is node removal's job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from kubesmith.errors import UserError
-from kubesmith.provision.runner import EventHandler, RunRequest, RunResult, run_playbook
+from kubesmith.provision.runner import (
+    EventHandler,
+    RunRequest,
+    RunResult,
+    TaskOutputs,
+    run_playbook,
+)
 from kubesmith.provision.target import Target
 
 RESET_PLAYBOOK = "reset.yml"
@@ -62,10 +66,6 @@ def reset_hosts(target: Target, limit: str | None) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def _lines(res: Mapping[str, Any]) -> list[str]:
-    return [str(line) for line in res.get("stdout_lines") or []]
-
-
 def _tagged(lines: list[str], tag: str) -> list[str]:
     return [line.removeprefix(tag) for line in lines if line.startswith(tag)]
 
@@ -78,20 +78,7 @@ def reset(
     on_event: EventHandler | None = None,
 ) -> ResetOutcome:
     """Run the reset playbook; each host's lines (what was undone, what was kept)."""
-    nodes: dict[str, NodeReset] = {}
-
-    def collect(event: dict[str, Any]) -> None:
-        data = event.get("event_data") or {}
-        task = str(data.get("task", "")).strip()
-        if event.get("event") == "runner_on_ok" and task in (PLAN_TASK, APPLY_TASK):
-            lines = _lines(data.get("res") or {})
-            node = nodes.setdefault(str(data.get("host", "")), NodeReset())
-            node.kept = _tagged(lines, "kept: ")
-            if task == APPLY_TASK:
-                node.done = _tagged(lines, "reset: ")
-        if on_event is not None:
-            on_event(event)
-
+    collect = TaskOutputs(PLAN_TASK, APPLY_TASK, then=on_event)
     request = RunRequest(
         private_data_dir=target.runner_dir,
         inventory=target.inventory.path,
@@ -100,4 +87,13 @@ def reset(
         limit=limit,
     )
     result = run_playbook(request, collect)
+    # The plan's lines say what a node has; the apply's (where it ran) what was undone.
+    nodes: dict[str, NodeReset] = {}
+    for task in (PLAN_TASK, APPLY_TASK):
+        for host, stdout in collect.stdout[task].items():
+            lines = stdout.splitlines()
+            node = nodes.setdefault(host, NodeReset())
+            node.kept = _tagged(lines, "kept: ")
+            if task == APPLY_TASK:
+                node.done = _tagged(lines, "reset: ")
     return ResetOutcome(result, nodes)

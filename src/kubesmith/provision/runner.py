@@ -103,6 +103,26 @@ def ansible_path_env() -> dict[str, str]:
 EventHandler = Callable[[dict[str, Any]], None]
 
 
+class TaskOutputs:
+    """An event handler keeping each host's stdout of the named tasks (their ``runner_on_ok``
+    events): how a command reads what a probe printed on each node. Every event is passed on
+    to ``then``."""
+
+    def __init__(self, *tasks: str, then: EventHandler | None = None) -> None:
+        self.then = then
+        #: Task name -> host -> stdout.
+        self.stdout: dict[str, dict[str, str]] = {task: {} for task in tasks}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        data = event.get("event_data") or {}
+        task = str(data.get("task", "")).strip()
+        if event.get("event") == "runner_on_ok" and task in self.stdout:
+            res = data.get("res") or {}
+            self.stdout[task][str(data.get("host", ""))] = str(res.get("stdout", ""))
+        if self.then is not None:
+            self.then(event)
+
+
 #: Ansible's message for a command that exited non-zero: its stderr says more.
 _NONZERO = "non-zero return code"
 

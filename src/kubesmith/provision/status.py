@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kubesmith.cluster import Cluster
-from kubesmith.provision.runner import RunRequest, run_playbook
+from kubesmith.provision.runner import RunRequest, TaskOutputs, run_playbook
 from kubesmith.provision.target import Target
 from kubesmith.state import records
 from kubesmith.state.certs import Expiry, expiries
@@ -209,13 +209,7 @@ def collect(target: Target, now: dt.datetime | None = None) -> ClusterStatus:
     now = now or dt.datetime.now(dt.UTC)
     inventory = target.inventory
     cluster = inventory.cluster
-    outputs: dict[str, str] = {}
-
-    def on_event(event: Mapping[str, Any]) -> None:
-        data = event.get("event_data") or {}
-        if event.get("event") == "runner_on_ok" and data.get("task") == PROBE_TASK:
-            outputs[str(data.get("host"))] = str((data.get("res") or {}).get("stdout", ""))
-
+    probes = TaskOutputs(PROBE_TASK)
     result = run_playbook(
         RunRequest(
             private_data_dir=target.runner_dir,
@@ -223,8 +217,9 @@ def collect(target: Target, now: dt.datetime | None = None) -> ClusterStatus:
             playbook=STATUS_PLAYBOOK,
             extravars={"status_probe": probe_command()},
         ),
-        on_event,
+        probes,
     )
+    outputs = probes.stdout[PROBE_TASK]
     failures = {f.host: f.message for f in result.failures}
     nodes = []
     for host in inventory.hostvars:
