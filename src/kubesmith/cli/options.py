@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,17 @@ def target_of(stack: str | None, inventory: Path | None) -> targets.Target:
         return targets.for_stack(stack)
     assert inventory is not None
     return targets.for_inventory(inventory)
+
+
+def confirmed(
+    action: str, question: str, *, yes: bool, interactive: bool, ask: Callable[[str], bool]
+) -> bool:
+    """Whether to go ahead with a destructive ``action``: --yes, or a person at a terminal
+    who answers ``question`` so; without either, a one-line refusal."""
+    if yes:
+        return True
+    if not interactive:
+        raise UserError(
+            f"refusing to {action} without --yes: stdin is not a terminal, so nobody can confirm"
+        )
+    return ask(question)

@@ -14,8 +14,7 @@ from pathlib import Path
 import typer
 
 from kubesmith.cli.console import out, progress
-from kubesmith.cli.options import OptionalStack, target_of
-from kubesmith.errors import UserError
+from kubesmith.cli.options import OptionalStack, confirmed, target_of
 from kubesmith.provision.recap import Progress, recap_table
 from kubesmith.provision.reset import reset, reset_hosts
 
@@ -41,13 +40,6 @@ def confirm_reset(
     include_etcd_data: bool = False,
 ) -> bool:
     """Whether to go ahead: --yes, or a person at a terminal who says so."""
-    if yes:
-        return True
-    if not interactive:
-        raise UserError(
-            f"refusing to reset {label} without --yes: stdin is not a terminal, "
-            "so nobody can confirm"
-        )
     etcd = (
         " and etcd's member data (every object of the cluster)"
         if include_etcd_data
@@ -56,10 +48,11 @@ def confirm_reset(
     named = ", ".join(hosts[:_NAMED_HOSTS])
     if len(hosts) > _NAMED_HOSTS:
         named += f" and {len(hosts) - _NAMED_HOSTS} more"
-    return ask(
+    question = (
         f"Reset {len(hosts)} node(s) of {label} ({named}): stop kubesmith's "
         f"services and remove their configuration, certificates, data{etcd}?"
     )
+    return confirmed(f"reset {label}", question, yes=yes, interactive=interactive, ask=ask)
 
 
 def reset_command(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from kubesmith.cli.console import download_progress, out, progress
-from kubesmith.cli.options import Stack
+from kubesmith.cli.options import Stack, confirmed
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.program import automation, sweep
 from kubesmith.spec import ClusterSpec
@@ -72,19 +72,15 @@ def confirm_destroy(
     remove: bool = False,
 ) -> bool:
     """Whether to go ahead: --yes, or a person at a terminal who says so."""
-    if yes:
-        return True
-    if not interactive:
-        raise UserError(
-            f"refusing to destroy stack {stack!r} without --yes: stdin is not a terminal, "
-            "so nobody can confirm"
-        )
     also = (
         ", its Pulumi stack and its controller state (PKI, SSH key, pod ranges, records)"
         if remove
         else ""
     )
-    return ask(f"Destroy every resource of stack {stack!r}{also}?")
+    question = f"Destroy every resource of stack {stack!r}{also}?"
+    return confirmed(
+        f"destroy stack {stack!r}", question, yes=yes, interactive=interactive, ask=ask
+    )
 
 
 def preview(stack: str = Stack) -> None:
