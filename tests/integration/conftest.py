@@ -20,6 +20,7 @@ import ipaddress
 import random
 import re
 import secrets
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -278,3 +279,27 @@ def scratch(lxd_ready: LxdHost) -> Iterator[Scratch]:
     made = Scratch(lxd_ready.client())
     yield made
     made.cleanup()
+
+
+def ssh_node(
+    inventory: dict[str, Any],
+    host: str,
+    command: str,
+    *,
+    stdin: str | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """``command`` as root on ``host`` of a written inventory, over OpenSSH with the stack's key
+    and pinned host keys, as Ansible reaches it (the caller judges the exit status)."""
+    variables = inventory["all"]["vars"]
+    address = inventory["all"]["hosts"][host]["kubesmith_node_ip"]
+    args = ["ssh", "-i", variables["ansible_ssh_private_key_file"], "-o", "BatchMode=yes"]
+    args += str(variables["ansible_ssh_common_args"]).split()
+    return subprocess.run(
+        [*args, f"root@{address}", command],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )

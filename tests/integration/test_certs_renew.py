@@ -30,7 +30,7 @@ import yaml
 
 from kubesmith.local.lab import create_lab, destroy_lab
 from tests.certlab import leaf_file, make_due, read
-from tests.integration.conftest import LxdHost, unique_name
+from tests.integration.conftest import LxdHost, ssh_node, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -72,18 +72,7 @@ class Lab:
         return self.cp if kind == "cp" else self.worker
 
     def run(self, host: str, command: str, stdin: str | None = None) -> str:
-        variables = self.data["all"]["vars"]
-        address = self.data["all"]["hosts"][host]["kubesmith_node_ip"]
-        args = ["ssh", "-i", variables["ansible_ssh_private_key_file"], "-o", "BatchMode=yes"]
-        args += str(variables["ansible_ssh_common_args"]).split()
-        result = subprocess.run(
-            [*args, f"root@{address}", command],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=180,
-        )
+        result = ssh_node(self.data, host, command, stdin=stdin)
         assert result.returncode == 0, f"{host}: {command!r}: {result.stderr}"
         return result.stdout
 

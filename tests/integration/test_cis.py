@@ -26,7 +26,7 @@ from kubesmith.cis import benchmark as cis
 from kubesmith.cis.evaluate import Result, evaluate
 from kubesmith.cis.probe import NodeFile, parse_output, request_for
 from kubesmith.local.lab import create_lab, destroy_lab
-from tests.integration.conftest import LxdHost, unique_name
+from tests.integration.conftest import LxdHost, ssh_node, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +51,7 @@ class Lab:
         return "control_plane" if host in self.control_planes else "worker"
 
     def run(self, host: str, command: str) -> str:
-        variables = self.inventory["all"]["vars"]
-        address = self.inventory["all"]["hosts"][host]["kubesmith_node_ip"]
-        args = ["ssh", "-i", variables["ansible_ssh_private_key_file"], "-o", "BatchMode=yes"]
-        args += str(variables["ansible_ssh_common_args"]).split()
-        result = subprocess.run(
-            [*args, f"root@{address}", command],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        result = ssh_node(self.inventory, host, command, timeout=120)
         assert result.returncode == 0, f"{host}: {command[:80]!r}: {result.stderr}"
         return result.stdout
 

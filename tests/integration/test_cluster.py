@@ -46,7 +46,7 @@ from kubesmith.local.image import stack_node_base
 from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.provision import flags
 from kubesmith.spec import ClusterSpec, parse_cluster
-from tests.integration.conftest import LxdHost, unique_name
+from tests.integration.conftest import LxdHost, ssh_node, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -114,16 +114,7 @@ class Cluster:
     def run(
         self, host: str, command: str, *, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        variables = self.vars
-        args = ["ssh", "-i", variables["ansible_ssh_private_key_file"], "-o", "BatchMode=yes"]
-        args += str(variables["ansible_ssh_common_args"]).split()
-        result = subprocess.run(
-            [*args, f"root@{self.ip(host)}", command],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=180,
-        )
+        result = ssh_node(self.data, host, command)
         if check and result.returncode != 0:
             raise AssertionError(f"{host}: {command!r} exited {result.returncode}: {result.stderr}")
         return result

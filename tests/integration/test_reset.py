@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from kubesmith.local.lab import create_lab, destroy_lab
-from tests.integration.conftest import LxdHost, unique_name
+from tests.integration.conftest import LxdHost, ssh_node, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -194,17 +194,7 @@ class Lab:
         return next(h for h in self.hosts if h != self.control_plane)
 
     def run(self, host: str, command: str, *, check: bool = True) -> str:
-        variables = self.data["all"]["vars"]
-        address = self.data["all"]["hosts"][host]["kubesmith_node_ip"]
-        args = ["ssh", "-i", variables["ansible_ssh_private_key_file"], "-o", "BatchMode=yes"]
-        args += str(variables["ansible_ssh_common_args"]).split()
-        result = subprocess.run(
-            [*args, f"root@{address}", command],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=180,
-        )
+        result = ssh_node(self.data, host, command)
         if check and result.returncode != 0:
             raise AssertionError(f"{host}: {command!r} exited {result.returncode}: {result.stderr}")
         return result.stdout
