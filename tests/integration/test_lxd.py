@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
+import tarfile
+import time
 from pathlib import Path
 
+import pylxd
 import pytest
 import yaml
+from pylxd.exceptions import NotFound
 from typer.testing import CliRunner
 
 from kubesmith.cli import app
 from kubesmith.errors import KubesmithError, UserError
 from kubesmith.local.connection import labels
 from kubesmith.local.host import init_host, profile_name, storage_driver
-from kubesmith.local.image import HASH_PROPERTY, build_stack_image, make_recipe, stack_node_base
+from kubesmith.local.image import (
+    HASH_PROPERTY,
+    MANAGED_PROPERTY,
+    build_stack_image,
+    make_recipe,
+    stack_node_base,
+)
 from kubesmith.local.instances import ImageSource, NodeSpec, ensure_node, get_instance
 from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.spec import LxdSpec
@@ -36,6 +48,39 @@ def test_unchanged_image_is_not_rebuilt(lxd_ready: LxdHost) -> None:
     result = build_stack_image(client, lxd_ready.spec)
     assert result.built is False
     assert result.fingerprint == current.fingerprint
+
+
+def _tiny_image(client: pylxd.Client, properties: dict[str, str]) -> str:
+    """Import a one-file image without an alias; its fingerprint."""
+    metadata = yaml.safe_dump(
+        {"architecture": "x86_64", "creation_date": int(time.time()), "properties": properties}
+    ).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, payload in (("metadata.yaml", metadata), ("rootfs/marker", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return str(client.images.create(buffer.getvalue(), wait=True).fingerprint)
+
+
+def test_an_image_build_removes_kubesmith_images_no_alias_names(lxd_ready: LxdHost) -> None:
+    """What an interrupted build leaves (an imported image its alias never reached) is
+    removed by the next build's check; images kubesmith did not build stay."""
+    client = lxd_ready.client()
+    orphan = _tiny_image(client, {MANAGED_PROPERTY: "true", "description": "left behind"})
+    foreign = _tiny_image(client, {"description": unique_name("not-kubesmith-")})
+    try:
+        result = build_stack_image(client, lxd_ready.spec)
+        assert result.built is False
+        fingerprints = {image.fingerprint for image in client.images.all()}
+        assert orphan not in fingerprints
+        assert foreign in fingerprints
+        assert client.images.get_by_alias(lxd_ready.lxd.image).fingerprint == result.fingerprint
+    finally:
+        for fingerprint in (orphan, foreign):
+            with contextlib.suppress(NotFound):
+                client.images.get(fingerprint).delete(wait=True)
 
 
 def _stack_file(project: Path, stack: str, lxd: dict[str, object]) -> None:

@@ -231,6 +231,30 @@ def _build_lock(reporter: Reporter) -> Iterator[None]:
         yield
 
 
+def prune_orphans(client: pylxd.Client, reporter: Reporter = SILENT) -> list[str]:
+    """Delete the node images kubesmith built that no alias names any more; their
+    fingerprints.
+
+    A build moves its alias to the new image and deletes the old one; a build interrupted
+    between the two, or builds that raced before the machine-wide lock, leave an image
+    nothing can reach (kubesmith launches nodes by alias only). Call with the build lock held:
+    it is the only time an unaliased kubesmith image is not one being imported.
+    """
+    removed: list[str] = []
+    for image in client.images.all():
+        if image.properties.get(MANAGED_PROPERTY) != "true" or image.aliases:
+            continue
+        try:
+            image.delete(wait=True)
+        except NotFound:
+            continue
+        removed.append(str(image.fingerprint))
+    if removed:
+        short = ", ".join(f[:12] for f in removed)
+        reporter.note(f"removed {len(removed)} node image(s) no alias names ({short})")
+    return removed
+
+
 def _run(
     command: list[str], what: str, log: Path, on_line: Callable[[str], None] | None = None
 ) -> None:
@@ -532,6 +556,7 @@ def build_image(
     recipe = make_recipe(node_base=node_base, kubernetes=kubernetes)
     input_hash = recipe.input_hash()
     with _build_lock(reporter):
+        prune_orphans(client, reporter)
         previous = find_image(client, alias)
         if (
             previous is not None
