@@ -8,7 +8,6 @@ The workflows have not run on GitHub from here (no GitHub access); these checks 
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -17,14 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from kubesmith.cli import app
+from tests.clilines import cli_args, kubesmith_lines, parses
 from tests.conftest import REPO
 
 WORKFLOWS = REPO / ".github" / "workflows"
 BIN = Path(sys.executable).parent
-runner = CliRunner()
 #: `uses: owner/repo@<40 hex>  # vX.Y.Z`: a commit, and the release it is.
 _PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 _VERSION_COMMENT = re.compile(r"#\s*v\d+\.\d+\.\d+$")
@@ -43,24 +40,6 @@ def workflows() -> dict[str, dict[str, Any]]:
 
 def steps(document: dict[str, Any]) -> list[dict[str, Any]]:
     return [step for job in document["jobs"].values() for step in job.get("steps", [])]
-
-
-def kubesmith_lines(script: str) -> list[str]:
-    """The `kubesmith ...` command lines of a `run:` script."""
-    return [line.strip() for line in script.splitlines() if line.strip().startswith("kubesmith ")]
-
-
-def cli_args(line: str) -> list[str]:
-    """A command line's arguments, with shell variables and expressions as placeholders."""
-    line = re.sub(r"\$\{\{.*?\}\}", "placeholder", line)
-    line = re.sub(r"\$\{?\w+\}?", "placeholder", line)
-    return shlex.split(line)[1:]
-
-
-def parses(line: str) -> tuple[bool, str]:
-    """Whether the CLI accepts the line's command and flags (its --help, so nothing runs)."""
-    result = runner.invoke(app, [*cli_args(line), "--help"])
-    return result.exit_code == 0 and "Usage: kubesmith" in result.output, result.output
 
 
 def all_kubesmith_lines() -> list[tuple[str, str]]:

@@ -207,3 +207,53 @@ def test_due_certificates_are_renewed_pushed_and_restart_only_their_services(lab
     assert "nothing due" in again.stdout
     assert {h: node_state(lab, h) for h in hosts} == after
     assert lab.kubesmith("certs", "--inventory", inventory).returncode == 0
+
+
+#: docs/runbooks/certificates.md's check on a node, verbatim: what the services use.
+NODE_EXPIRY = (
+    "for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/etcd/*.crt; do "
+    'echo "$(openssl x509 -enddate -noout -in "$f" | cut -d= -f2)  $f"; done'
+)
+
+
+def test_the_runbook_s_node_check_and_a_certificate_reissued_by_hand(lab: Lab) -> None:
+    inventory = str(lab.inventory)
+    # The node check prints, for every certificate the node holds, the controller's end date.
+    listed = dict(
+        reversed(line.rsplit("  ", 1)) for line in lab.run(lab.cp, NODE_EXPIRY).splitlines()
+    )
+    held = {k.removeprefix("crt ") for k in controller_digests(lab, lab.cp)}
+    assert set(listed) == {f"{PKI}/{name}" for name in held}
+    for path, date in listed.items():
+        leaf = path.removeprefix(f"{PKI}/").removesuffix(".crt")
+        source = (
+            lab.pki / f"{leaf}.crt"
+            if leaf in {"ca", "etcd/ca", "front-proxy-ca"}
+            else leaf_file(lab.pki, lab.cp, leaf)
+        )
+        expiry = read(source).not_valid_after_utc
+        assert date == f"{expiry:%b} {expiry.day:>2} {expiry:%H:%M:%S %Y} GMT", path
+
+    # "Renew one certificate now": delete it (keep the key), provision pki and control_plane.
+    crt = leaf_file(lab.pki, lab.cp, "apiserver")
+    old = read(crt)
+    before = node_state(lab, lab.cp)
+    crt.unlink()
+    result = lab.kubesmith(
+        "provision", "--inventory", inventory, "--tags", "pki,control_plane",
+        "--no-kubernetes-binaries",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = read(crt)
+    assert new.serial_number != old.serial_number
+    assert new.public_key() == old.public_key()
+    after = node_state(lab, lab.cp)
+    assert after["crt apiserver.crt"] == controller_digests(lab, lab.cp)["crt apiserver.crt"]
+    # The apiserver's certificate and the control-plane units that read it changed; etcd did
+    # not restart.
+    assert changed(before, after) == {
+        "crt apiserver.crt",
+        "unit kube-apiserver",
+        "unit kube-controller-manager",
+        "unit kube-scheduler",
+    }

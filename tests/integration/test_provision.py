@@ -468,6 +468,11 @@ def test_snapshot_wipe_restore_brings_every_key_back(lab: LabNodes, tmp_path: Pa
     snapshot = Path(taken.stdout.strip().splitlines()[-1].removeprefix("snapshot: "))
     assert snapshot.is_file()
     assert snapshot.stat().st_mode & 0o777 == 0o600
+    # Runbook: the scheduled snapshots' timer is enabled and waiting on every control plane.
+    for host in (CP1, CP2, CP3):
+        timers = lab.run(host, "systemctl list-timers kubesmith-etcd-snapshot.timer").stdout
+        assert "kubesmith-etcd-snapshot.timer" in timers, (host, timers)
+        assert "1 timers listed." in timers, (host, timers)
     # Wipe: every test key deleted, and a key written after the snapshot.
     etcdctl(lab, CP1, "del --prefix /kubesmith-test/")
     etcdctl(lab, CP1, "put /kubesmith-test/after-snapshot gone-after-restore")
