@@ -34,6 +34,7 @@ from kubesmith.provision.variables import (
 )
 from kubesmith.resources import playbooks_dir
 from kubesmith.state import records
+from kubesmith.state.lock import cluster_lock
 from kubesmith.state.pki import PkiReport
 
 
@@ -140,7 +141,19 @@ def provision(
 ) -> Outcome:
     """Run ``options.playbook`` on ``target``. ``attach`` gives nodes the read-only mounts of
     the verified binaries (kubesmith.local.shares on LXD); without it, or in check mode, the
-    release role copies the binaries over SSH instead."""
+    release role copies the binaries over SSH instead. Holds the cluster's change lock
+    (kubesmith.state.lock): another change of the same cluster is refused."""
+    what = f"{options.playbook}{' --check' if options.check else ''}"
+    with cluster_lock(target.state_dir, f"provisioning ({what})"):
+        return _provision(target, options, on_event, attach)
+
+
+def _provision(
+    target: Target,
+    options: Options,
+    on_event: EventHandler | None,
+    attach: kubernetes.Attach | None,
+) -> Outcome:
     pki = kubernetes.cluster_pki(target)
     report = pki.ensure(target.inventory.identities())
     releases, arch_of, fetched = fetch_releases(target)

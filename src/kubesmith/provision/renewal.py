@@ -31,6 +31,7 @@ from kubesmith.provision.target import Target
 from kubesmith.provision.variables import BINARIES_VAR
 from kubesmith.state import records
 from kubesmith.state.files import atomic_write
+from kubesmith.state.lock import cluster_lock
 from kubesmith.state.pki import CAS, CONTROLLER, LEAVES, RENEW_BEFORE, NodeIdentity
 
 #: The longest window: a certificate is issued for 365 days, so a longer one renews every run.
@@ -260,7 +261,18 @@ def renew(
     attach: kubernetes.Attach | None = None,
 ) -> Renewal:
     """Reissue ``due_plan``'s certificates and install them (with what an earlier renewal
-    could not install) with the narrowest run."""
+    could not install) with the narrowest run, holding the cluster's change lock throughout."""
+    with cluster_lock(target.state_dir, "certificate renewal"):
+        return _renew(target, due_plan, now, on_event, attach)
+
+
+def _renew(
+    target: Target,
+    due_plan: Plan,
+    now: dt.datetime,
+    on_event: EventHandler | None,
+    attach: kubernetes.Attach | None,
+) -> Renewal:
     pki = kubernetes.cluster_pki(target)
     for d in due_plan.due:
         crt = (

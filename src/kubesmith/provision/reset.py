@@ -20,6 +20,7 @@ from kubesmith.provision.runner import (
     run_playbook,
 )
 from kubesmith.provision.target import Target
+from kubesmith.state.lock import cluster_lock
 
 RESET_PLAYBOOK = "reset.yml"
 #: The reset role's tasks whose output lists what a node had (probe) and what was done.
@@ -86,7 +87,8 @@ def reset(
         extravars={"reset_include_etcd_data": include_etcd_data},
         limit=limit,
     )
-    result = run_playbook(request, collect)
+    with cluster_lock(target.state_dir, "reset"):
+        result = run_playbook(request, collect)
     # The plan's lines say what a node has; the apply's (where it ran) what was undone.
     nodes: dict[str, NodeReset] = {}
     for task in (PLAN_TASK, APPLY_TASK):
