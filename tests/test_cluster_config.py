@@ -264,3 +264,29 @@ def test_kubeconfig_files_name_the_certificates() -> None:
     config = yaml.safe_load(entry["content"])
     assert config["users"][0]["user"]["client-key"] == "/etc/kubernetes/pki/kubelet-client.key"
     assert config["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
+
+
+def test_new_nodes_take_ranges_in_name_order_whatever_order_they_come_in(
+    tmp_path: Path,
+) -> None:
+    # A preview passes the spec's node plan; the run passes the inventory's hosts, which
+    # come back from Pulumi's serialisation in another order (worker-10 before worker-2).
+    planned = ["cp-1", *(f"worker-{n}" for n in range(1, 12))]
+    serialised = sorted(planned)
+    assert serialised != planned
+    preview = podcidr.allocate("10.244.0.0/16", planned, tmp_path / "preview")
+    run = podcidr.allocate("10.244.0.0/16", serialised, tmp_path / "run")
+    assert preview == run
+    assert str(run["worker-2"]) == "10.244.2.0/24"
+    assert str(run["worker-10"]) == "10.244.10.0/24"
+    # The same for nodes added to a cluster that has ranges already.
+    grown = [*planned, "worker-12", "worker-13"]
+    kept = {name: str(cidr) for name, cidr in run.items()}
+    assert podcidr.allocate("10.244.0.0/16", sorted(grown), tmp_path / "run") == (
+        podcidr.allocate("10.244.0.0/16", grown, tmp_path / "preview")
+    )
+    assert {
+        n: str(c)
+        for n, c in podcidr.allocate("10.244.0.0/16", grown, tmp_path / "run").items()
+        if n in kept
+    } == kept

@@ -6,11 +6,18 @@ the inventory builder, the lab harness and the provisioning glue read nothing el
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from kubesmith.spec import ClusterSpec
+
+
+def natural_key(name: str) -> list[Any]:
+    """Node names in the order people count them: ``worker-2`` before ``worker-10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
 
 Role = Literal["control_plane", "worker"]
 ROLES: tuple[Role, ...] = ("control_plane", "worker")

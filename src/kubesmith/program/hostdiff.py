@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 from pulumi.runtime.rpc import UNKNOWN
 
+from kubesmith.nodes import natural_key
 from kubesmith.provision.scope import FollowUp, follow_up
 from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
@@ -198,10 +198,6 @@ class Plan:
         return lines
 
 
-def _natural(name: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -222,7 +218,7 @@ def plan(olds: Mapping[str, Any], news: Mapping[str, Any]) -> Plan:
     """The hosts an update of the Provisioning resource runs on (``olds``: its last outputs)."""
     new_hosts = _mapping(news.get(HOSTS_KEY))
     # Pulumi keeps no order in a map: name order, numbers as numbers (worker-10 after -9).
-    order = sorted(new_hosts, key=_natural)
+    order = sorted(new_hosts, key=natural_key)
     old_hosts = olds.get(HOSTS_KEY)
     trigger_unknown = _unknown(news.get(TRIGGER_KEY))
     trigger_moved = _differs(olds.get(TRIGGER_KEY), news.get(TRIGGER_KEY))
@@ -242,7 +238,7 @@ def plan(olds: Mapping[str, Any], news: Mapping[str, Any]) -> Plan:
             if keys:
                 own[host] = f"its inputs changed: {', '.join(keys)}"
                 touched[host] = sorted({*_groups_of(entry), *_groups_of(old_hosts[host])})
-    removed = tuple(sorted((h for h in old_hosts if h not in new_hosts), key=_natural))
+    removed = tuple(sorted((h for h in old_hosts if h not in new_hosts), key=natural_key))
     for host in removed:
         touched[host] = _groups_of(old_hosts[host])
     changed = changed_keys(_mapping(olds.get(CLUSTER_KEY)), _mapping(news.get(CLUSTER_KEY)))

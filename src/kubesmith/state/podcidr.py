@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from kubesmith.errors import KubesmithError, UserError
+from kubesmith.nodes import natural_key
 from kubesmith.state.files import atomic_write
 
 #: Every node gets a /24 (256 addresses, about 110 pods with kubelet's default maxPods).
@@ -77,9 +78,11 @@ def allocate(pod_cidr: str, nodes: Sequence[str], state: Path) -> dict[str, ipad
         # to one node only (the first that names it).
         if cidr.prefixlen == NODE_PREFIX and cidr.subnet_of(network) and cidr not in kept.values():
             kept[node] = cidr
-    # check_room made sure there is a free slice for every node that has none yet.
+    # check_room made sure there is a free slice for every node that has none yet. New nodes
+    # take them in name order, not in the caller's: a preview (the spec's node plan) and the
+    # run (the inventory, after Pulumi's serialisation) must agree on a new node's range.
     free = (s for s in _slices(network) if s not in kept.values())
-    for node in nodes:
+    for node in sorted(nodes, key=natural_key):
         if node not in kept:
             kept[node] = next(free)
     allocation = {node: kept[node] for node in nodes}
