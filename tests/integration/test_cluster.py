@@ -610,7 +610,14 @@ def test_pods_reach_pods_on_other_nodes_keeping_their_address(cluster: Cluster) 
             f"| busybox nc -w 5 {server} 8080"
         )
         client_command = f"ctr run --rootfs --cni --rm {ROOTFS} kst-client /bin/busybox sh -c"
-        output = cluster.run(client_host, f"{client_command} {shlex.quote(script)}").stdout
+        # httpd may not listen yet when `ctr run -d` returns (seen once under load 10): the
+        # client tries again for a while; routing is what is under test, not start-up time.
+        deadline = time.monotonic() + 60
+        while True:
+            output = cluster.run(client_host, f"{client_command} {shlex.quote(script)}").stdout
+            if "200 OK" in output or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         client = output.split("inet ")[1].split("/")[0]
         assert ipaddress.ip_address(client) in ipaddress.ip_network(cidrs[client_host])
         assert "200 OK" in output
