@@ -21,6 +21,7 @@ import random
 import re
 import secrets
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -303,3 +304,55 @@ def ssh_node(
         check=False,
         timeout=timeout,
     )
+
+
+#: The installed `kubesmith` command, run as a user would run it.
+KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
+
+
+def kubesmith(
+    *args: str, timeout: float = 1500, stdin: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, in this process's environment (KUBESMITH_HOME)."""
+    return subprocess.run(
+        [KUBESMITH, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        stdin=stdin,
+    )
+
+
+@contextmanager
+def provisioned_lab(
+    lxd_ready: LxdHost,
+    home: Path,
+    *,
+    control_planes: int,
+    workers: int,
+    name: str | None = None,
+    provision: bool = True,
+) -> Iterator[Lab]:
+    """A lab of its own for a test module: KUBESMITH_HOME is ``home`` while the block runs;
+    the lab is created, provisioned with `kubesmith provision --no-kubernetes-binaries`
+    (unless ``provision`` is false) and destroyed at the end, whatever happened."""
+    name = name or unique_name()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBESMITH_HOME", str(home))
+        patch.setenv("KUBESMITH_PROJECT", str(REPO))
+        try:
+            made = create_lab(
+                name,
+                stack=lxd_ready.stack,
+                control_planes=control_planes,
+                workers=workers,
+                socket=lxd_ready.socket,
+            )
+            if provision:
+                args = ("provision", "--inventory", str(made.inventory_path))
+                result = kubesmith(*args, "--no-kubernetes-binaries")
+                assert result.returncode == 0, result.stdout + result.stderr
+            yield made
+        finally:
+            destroy_lab(name, socket=lxd_ready.socket)

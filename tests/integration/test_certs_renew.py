@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,14 +26,11 @@ from typing import Any
 import pytest
 import yaml
 
-from kubesmith.local.lab import create_lab, destroy_lab
 from tests.certlab import leaf_file, make_due, read
-from tests.integration.conftest import LxdHost, ssh_node, unique_name
+from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_node
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
 PKI = "/etc/kubernetes/pki"
 UNITS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 ETCDCTL = "/usr/local/sbin/kubesmith-etcdctl"
@@ -77,31 +72,14 @@ class Lab:
         return result.stdout
 
     def kubesmith(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KUBESMITH_HOME": str(self.home), "KUBESMITH_PROJECT": str(REPO)}
-        return subprocess.run(
-            [KUBESMITH, *args], capture_output=True, text=True, check=False, timeout=1500, env=env
-        )
+        return kubesmith(*args)
 
 
 @pytest.fixture(scope="module")
 def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    name = unique_name()
     home = tmp_path_factory.mktemp("certs-renew-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBESMITH_HOME", str(home))
-        patch.setenv("KUBESMITH_PROJECT", str(REPO))
-        try:
-            made = create_lab(
-                name, stack=lxd_ready.stack, control_planes=1, workers=1, socket=lxd_ready.socket
-            )
-            found = Lab(made.inventory_path, home)
-            result = found.kubesmith(
-                "provision", "--inventory", str(made.inventory_path), "--no-kubernetes-binaries"
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
-            yield found
-        finally:
-            destroy_lab(name, socket=lxd_ready.socket)
+    with provisioned_lab(lxd_ready, home, control_planes=1, workers=1) as made:
+        yield Lab(made.inventory_path, home)
 
 
 def node_state(lab: Lab, host: str) -> dict[str, str]:
@@ -219,9 +197,10 @@ NODE_EXPIRY = (
 def test_the_runbook_s_node_check_and_a_certificate_reissued_by_hand(lab: Lab) -> None:
     inventory = str(lab.inventory)
     # The node check prints, for every certificate the node holds, the controller's end date.
-    listed = dict(
-        reversed(line.rsplit("  ", 1)) for line in lab.run(lab.cp, NODE_EXPIRY).splitlines()
-    )
+    listed: dict[str, str] = {}
+    for line in lab.run(lab.cp, NODE_EXPIRY).splitlines():
+        date, path = line.rsplit("  ", 1)
+        listed[path] = date
     held = {k.removeprefix("crt ") for k in controller_digests(lab, lab.cp)}
     assert set(listed) == {f"{PKI}/{name}" for name in held}
     for path, date in listed.items():

@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,11 @@ import yaml
 from kubesmith.cis import benchmark as cis
 from kubesmith.cis.evaluate import Result, evaluate
 from kubesmith.cis.probe import NodeFile, parse_output, request_for
-from kubesmith.local.lab import create_lab, destroy_lab
-from tests.integration.conftest import LxdHost, ssh_node, unique_name
+from tests.integration.conftest import KUBESMITH, LxdHost, provisioned_lab, ssh_node
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
 
 
 @dataclass(frozen=True)
@@ -64,25 +61,10 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    name = unique_name()
     home = tmp_path_factory.mktemp("cis-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBESMITH_HOME", str(home))
-        patch.setenv("KUBESMITH_PROJECT", str(REPO))
-        try:
-            made = create_lab(
-                name, stack=lxd_ready.stack, control_planes=1, workers=1, socket=lxd_ready.socket
-            )
-            result = subprocess.run(
-                [KUBESMITH, "provision", "--inventory", str(made.inventory_path),
-                 "--no-kubernetes-binaries"],
-                capture_output=True, text=True, check=False, timeout=1500,
-            )  # fmt: skip
-            assert result.returncode == 0, result.stdout + result.stderr
-            inventory = yaml.safe_load(made.inventory_path.read_text(encoding="utf-8"))
-            yield Lab(inventory, made.inventory_path)
-        finally:
-            destroy_lab(name, socket=lxd_ready.socket)
+    with provisioned_lab(lxd_ready, home, control_planes=1, workers=1) as made:
+        inventory = yaml.safe_load(made.inventory_path.read_text(encoding="utf-8"))
+        yield Lab(inventory, made.inventory_path)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,15 +42,13 @@ from cryptography import x509
 
 from kubesmith.apps import check_objects
 from kubesmith.local.image import stack_node_base
-from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.provision import flags
 from kubesmith.spec import ClusterSpec, parse_cluster
-from tests.integration.conftest import LxdHost, ssh_node, unique_name
+from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_node
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
 MY_TAGS = "api_proxy,control_plane,cni,kubelet,kube_proxy,coredns"
 PKI = "/etc/kubernetes/pki"
 #: What each kind of node must run, and the unit files that describe it.
@@ -150,30 +147,15 @@ class Cluster:
         return yaml.safe_load(self.read(host, path))
 
 
-def kubesmith(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [KUBESMITH, *args], capture_output=True, text=True, check=False, timeout=timeout
-    )
-
-
 @pytest.fixture(scope="module")
 def cluster(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    name = unique_name()
     home = tmp_path_factory.mktemp("cluster-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBESMITH_HOME", str(home))
-        patch.setenv("KUBESMITH_PROJECT", str(REPO))
-        try:
-            lab = create_lab(
-                name, stack=lxd_ready.stack, control_planes=3, workers=1, socket=lxd_ready.socket
-            )
-            result = kubesmith(
-                "provision", "--inventory", str(lab.inventory_path), "--no-kubernetes-binaries"
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
-            yield Cluster(lab.inventory_path, lab.directory, result.stdout)
-        finally:
-            destroy_lab(name, socket=lxd_ready.socket)
+    with provisioned_lab(lxd_ready, home, control_planes=3, workers=1, provision=False) as lab:
+        result = kubesmith(
+            "provision", "--inventory", str(lab.inventory_path), "--no-kubernetes-binaries"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield Cluster(lab.inventory_path, lab.directory, result.stdout)
 
 
 @pytest.fixture(autouse=True)

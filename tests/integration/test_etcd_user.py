@@ -37,8 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from kubesmith.local.lab import create_lab, destroy_lab
-from tests.integration.conftest import LxdHost, unique_name
+from tests.integration.conftest import LxdHost, provisioned_lab, unique_name
 from tests.integration.test_provision import LabNodes, etcdctl, healthy, kubesmith
 
 pytestmark = pytest.mark.integration
@@ -63,18 +62,12 @@ CREDENTIALS = "/run/credentials/etcd.service"
 @pytest.fixture(scope="module")
 def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabNodes]:
     home = tmp_path_factory.mktemp("etcd-user-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBESMITH_HOME", str(home))
-        patch.setenv("KUBESMITH_PROJECT", str(REPO))
-        created = create_lab(
-            LAB, stack=lxd_ready.stack, control_planes=3, workers=0, socket=lxd_ready.socket
-        )
-        try:
-            nodes = LabNodes(created.inventory_path)
-            kubesmith("provision", "-i", str(nodes.inventory), "--tags", TAGS)
-            yield nodes
-        finally:
-            destroy_lab(LAB, socket=lxd_ready.socket)
+    with provisioned_lab(
+        lxd_ready, home, control_planes=3, workers=0, name=LAB, provision=False
+    ) as created:
+        nodes = LabNodes(created.inventory_path)
+        kubesmith("provision", "-i", str(nodes.inventory), "--tags", TAGS)
+        yield nodes
 
 
 @pytest.fixture(autouse=True)

@@ -22,8 +22,8 @@ import yaml
 from kubesmith import versions
 from kubesmith.apps import check_objects
 from kubesmith.local.lab import create_lab, destroy_lab
-from tests.integration.conftest import LxdHost, unique_name
-from tests.integration.test_cluster import REPO, Cluster, kubesmith
+from tests.integration.conftest import REPO, LxdHost, kubesmith, unique_name
+from tests.integration.test_cluster import Cluster
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,8 @@ from kubesmith.provision.apiserver_config import (
     authentication_configuration,
 )
 from kubesmith.spec import parse_cluster
-from tests.integration.conftest import LxdHost, unique_name
-from tests.integration.test_cluster import REPO, Cluster, kubesmith
+from tests.integration.conftest import REPO, LxdHost, kubesmith, unique_name
+from tests.integration.test_cluster import Cluster
 
 pytestmark = pytest.mark.integration
 

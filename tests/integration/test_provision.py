@@ -35,17 +35,16 @@ import yaml
 from kubesmith import versions
 from kubesmith.errors import KubesmithError
 from kubesmith.local.image import stack_node_base
-from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.provision.provisioner import Options, provision
 from kubesmith.provision.target import for_inventory
 from kubesmith.state.podcidr import ALLOCATIONS_FILE
-from tests.integration.conftest import LxdHost, unique_name
+from tests.integration.conftest import KUBESMITH, LxdHost, provisioned_lab, unique_name
+from tests.integration.conftest import kubesmith as run_cli
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 #: The CLI installed beside the interpreter running the tests (the project's venv).
-KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,7 @@ def kubesmith(
     *args: str, check: bool = True, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI, as the runbooks do."""
-    result = subprocess.run(
-        [KUBESMITH, *args], capture_output=True, text=True, check=False, timeout=timeout
-    )
+    result = run_cli(*args, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"kubesmith {' '.join(args)} exited {result.returncode}:\n"
@@ -186,16 +183,10 @@ TAGS = "prep,pki,runtime,etcd"
 @pytest.fixture(scope="module")
 def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabNodes]:
     home = tmp_path_factory.mktemp("provision-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBESMITH_HOME", str(home))
-        patch.setenv("KUBESMITH_PROJECT", str(REPO))
-        created = create_lab(
-            LAB, stack=lxd_ready.stack, control_planes=3, workers=0, socket=lxd_ready.socket
-        )
-        try:
-            yield LabNodes(created.inventory_path)
-        finally:
-            destroy_lab(LAB, socket=lxd_ready.socket)
+    with provisioned_lab(
+        lxd_ready, home, control_planes=3, workers=0, name=LAB, provision=False
+    ) as created:
+        yield LabNodes(created.inventory_path)
 
 
 @pytest.fixture(autouse=True)

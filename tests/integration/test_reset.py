@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kubesmith.local.lab import create_lab, destroy_lab
-from tests.integration.conftest import LxdHost, ssh_node, unique_name
+from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_node
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
 
 #: Where the roles write: directories walked whole, and single files in shared directories.
 MANAGED_TREES = (
@@ -209,17 +205,6 @@ class Lab:
         return found
 
 
-def kubesmith(*args: str, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [KUBESMITH, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1500,
-        stdin=stdin,
-    )
-
-
 def provision(lab_inventory: Path, *extra: str) -> str:
     result = kubesmith(
         "provision", "--inventory", str(lab_inventory), "--no-kubernetes-binaries", *extra
@@ -236,22 +221,15 @@ def reset(lab: Lab, *extra: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    name = unique_name()
     home = tmp_path_factory.mktemp("reset-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBESMITH_HOME", str(home))
-        patch.setenv("KUBESMITH_PROJECT", str(REPO))
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        provisioned_lab(lxd_ready, home, control_planes=1, workers=1) as made,
+    ):
         patch.setenv("KUBESMITH_QUIET", "1")
-        try:
-            made = create_lab(
-                name, stack=lxd_ready.stack, control_planes=1, workers=1, socket=lxd_ready.socket
-            )
-            provision(made.inventory_path)
-            unrecorded = Lab(made.inventory_path, {})
-            recorded = {host: unrecorded.snapshot(host) for host in unrecorded.hosts}
-            yield Lab(made.inventory_path, recorded)
-        finally:
-            destroy_lab(name, socket=lxd_ready.socket)
+        unrecorded = Lab(made.inventory_path, {})
+        recorded = {host: unrecorded.snapshot(host) for host in unrecorded.hosts}
+        yield Lab(made.inventory_path, recorded)
 
 
 def unit_states(lab: Lab, host: str) -> dict[str, tuple[str, str]]:
