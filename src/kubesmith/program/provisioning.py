@@ -44,7 +44,7 @@ from kubesmith.program import hostdiff
 from kubesmith.program.hostdiff import CLUSTER_KEY, HOSTS_KEY, NEW_NODE, Plan
 from kubesmith.provision.apiserver_config import authentication_configuration
 from kubesmith.provision.inventory import ENDPOINT_VAR, build_inventory
-from kubesmith.provision.provisioner import Options
+from kubesmith.provision.provisioner import Options, Outcome
 from kubesmith.provision.target import Target
 from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
@@ -188,6 +188,7 @@ def _run(props: Mapping[str, Any], planned: Plan, runs: Sequence[Options]) -> di
     from kubesmith.program.backends import binaries_attach
     from kubesmith.progress import ConsoleReporter
     from kubesmith.provision import target as targets
+    from kubesmith.provision import upgrade
     from kubesmith.provision.inventory import dump_inventory
     from kubesmith.provision.provisioner import provision
     from kubesmith.provision.recap import LineProgress, pki_summary
@@ -198,8 +199,8 @@ def _run(props: Mapping[str, Any], planned: Plan, runs: Sequence[Options]) -> di
     atomic_write(path, dump_inventory(inventory).encode("utf-8"), 0o600)
     target = targets.for_stack(stack)
     recap: dict[str, Any] = {}
-    for options in runs:
-        title = _title(stack, len(target.inventory.hostvars), options)
+
+    def one(options: Options, title: str) -> Outcome:
         with ConsoleReporter(Console(stderr=True)) as reporter:
             reporter.phase(title)
             progress = LineProgress(reporter)
@@ -223,12 +224,27 @@ def _run(props: Mapping[str, Any], planned: Plan, runs: Sequence[Options]) -> di
                     **progress.changed_roles.get(host, {}),
                 },
             }
+        return outcome
+
+    # A kubernetesVersion change (a cluster-wide change: every host runs) rolls node by node.
+    rolling = upgrade.pending(target)
+    if rolling is not None:
+        for line in rolling.lines():
+            print(line, file=sys.stderr, flush=True)
+        upgrade.run(target, rolling, lambda o, what: one(o, f"provisioning {stack}: {what}"), _note)
+    else:
+        for options in runs:
+            one(options, _title(stack, len(target.inventory.hostvars), options))
     return {
         **props,
         RECAP_KEY: recap,
         PROVISIONED_KEY: dict(planned.reasons),
         POD_CIDRS_KEY: used_pod_cidrs(target),
     }
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _say(planned: Plan) -> None:
