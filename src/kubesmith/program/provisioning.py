@@ -8,7 +8,9 @@ per cluster-wide setting the maps kubesmith.program.hostdiff diffs (``hosts``, `
 The diff plans, host by host, what an update runs and why, says it on stderr (the engine shows
 it under the step, in `pulumi preview` as in `up`) and changes nothing when nothing changed;
 the update runs the plan: everything, or the new and changed hosts and then only the plays of
-the others that read them (kubesmith.provision.scope). Never a replacement.
+the others that read them (kubesmith.provision.scope). Never a replacement. A changed
+Kubernetes version runs the rolling upgrade instead (kubesmith.provision.upgrade: node by
+node, in the order version skew allows).
 
 Its outputs carry the run's recap and the pod range of every node (`pod_cidrs`, node name ->
 CIDR), read back from the allocation kubesmith.state.podcidr keeps in the stack's state:
@@ -230,7 +232,7 @@ def _run(props: Mapping[str, Any], planned: Plan, runs: Sequence[Options]) -> di
     rolling = upgrade.pending(target)
     if rolling is not None:
         for line in rolling.lines():
-            print(line, file=sys.stderr, flush=True)
+            _note(line)
         upgrade.run(target, rolling, lambda o, what: one(o, f"provisioning {stack}: {what}"), _note)
     else:
         for options in runs:
