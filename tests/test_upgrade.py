@@ -4,11 +4,13 @@
 Provisioning runs and the API actions are recorded instead of started: the runs themselves,
 their order on the nodes and the untouched etcd are checked on real LXD nodes in
 tests/integration/test_upgrade.py; drain, readiness and uncordon against a running API only
-in tests/e2e/test_upgrade_e2e.py. Inventories, records and the CLI are real.
+in tests/e2e/test_upgrade_e2e.py. Inventories, records and the CLI are real, and so is
+playbooks/upgrade.yml, run here through ansible-runner with a script standing in for kubectl.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from kubesmith.program.provisioning import ProvisioningProvider
 from kubesmith.provision import target as targets
 from kubesmith.provision import upgrade
 from kubesmith.provision.provisioner import BASE_TAGS, Options
-from kubesmith.provision.runner import HostStats, RunResult
+from kubesmith.provision.runner import HostStats, RunRequest, RunResult, TaskOutputs, run_playbook
 from kubesmith.state import records
 from kubesmith.state.paths import stack_dir
 from kubesmith.state.pki import PkiReport
@@ -303,3 +305,67 @@ def test_the_pulumi_update_rolls_node_by_node(
     assert runs == [None, "local-cp-1", "local-worker-1", None]
     assert result.outs is not None
     assert result.outs[provisioning.RECAP_KEY]["local-cp-1"]["changed"] == 4
+
+
+# --- playbooks/upgrade.yml itself, on this machine with a stand-in for kubectl ----------------
+
+
+def local_inventory(directory: Path) -> Path:
+    """The first control plane is this machine (a local connection)."""
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    data = {
+        "all": {"hosts": {"cp": host}, "children": {"kube_control_plane": {"hosts": {"cp": {}}}}}
+    }
+    path = directory / "inventory.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("action", "nodes", "expected"),
+    [
+        ("probe", [], "get --raw /readyz"),
+        (
+            "drain",
+            ["w-1", "w-2"],
+            "drain w-1 w-2 --ignore-daemonsets --delete-emptydir-data --timeout=300s",
+        ),
+        ("ready", ["w-1", "w-2"], "wait --for=condition=Ready --timeout=300s node/w-1 node/w-2"),
+        ("uncordon", ["w-1"], "uncordon w-1"),
+    ],
+)
+def test_the_api_playbook_runs_kubectl_as_documented(
+    action: str, nodes: list[str], expected: str, tmp_path: Path
+) -> None:
+    """The real playbook through ansible-runner on a local connection; kubectl is a script that
+    logs its arguments (no API here), so this checks each action's command line."""
+    log = tmp_path / "kubectl.log"
+    stub = tmp_path / "kubectl"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\necho ok\n')
+    stub.chmod(0o755)
+    inventory = local_inventory(tmp_path)
+    outputs = TaskOutputs(upgrade.PROBE_TASK)
+    request = RunRequest(
+        private_data_dir=tmp_path / "runner",
+        inventory=inventory,
+        playbook=upgrade.API_PLAYBOOK,
+        extravars={"upgrade_action": action, "upgrade_nodes": nodes, "upgrade_kubectl": str(stub)},
+    )
+    result = run_playbook(request, outputs)
+    assert result.ok, result.failures or result.error
+    assert log.read_text().split("\n")[0] == expected
+    if action == "probe":
+        assert outputs.stdout[upgrade.PROBE_TASK] == {"cp": "ok"}
+
+
+def test_the_api_playbook_refuses_an_action_without_nodes(tmp_path: Path) -> None:
+    inventory = local_inventory(tmp_path)
+    request = RunRequest(
+        private_data_dir=tmp_path / "runner",
+        inventory=inventory,
+        playbook=upgrade.API_PLAYBOOK,
+        extravars={"upgrade_action": "drain", "upgrade_nodes": [], "upgrade_kubectl": "false"},
+    )
+    result = run_playbook(request)
+    assert not result.ok
+    assert result.failures[0].task == "Rolling upgrade | check the action"
