@@ -369,3 +369,15 @@ def test_the_api_playbook_refuses_an_action_without_nodes(tmp_path: Path) -> Non
     result = run_playbook(request)
     assert not result.ok
     assert result.failures[0].task == "Rolling upgrade | check the action"
+
+
+def test_the_pulumi_diff_says_the_version_change_rolls(capsys: pytest.CaptureFixture[str]) -> None:
+    old = {"stack": "local", "trigger": "a", "cluster": {"kubernetesVersion": OLD}}
+    new = {"stack": "local", "trigger": "b", "cluster": {"kubernetesVersion": NEW}}
+    ProvisioningProvider().diff("id", old, new)
+    assert (
+        f"will upgrade Kubernetes {OLD} -> {NEW} node by node: control planes one at a time, "
+        "then the other nodes in batches of upgrade.maxUnavailable"
+    ) in capsys.readouterr().err
+    ProvisioningProvider().diff("id", new, {**new, "trigger": "c"})
+    assert "will upgrade" not in capsys.readouterr().err

@@ -249,6 +249,17 @@ def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _say_upgrade(olds: Mapping[str, Any], news: Mapping[str, Any]) -> None:
+    """A changed Kubernetes version: the update rolls it node by node (see _run)."""
+    old = (olds.get(CLUSTER_KEY) or {}).get("kubernetesVersion")
+    new = (news.get(CLUSTER_KEY) or {}).get("kubernetesVersion")
+    if isinstance(old, str) and isinstance(new, str) and old != new:
+        _note(
+            f"will upgrade Kubernetes {old} -> {new} node by node: control planes one at a "
+            "time, then the other nodes in batches of upgrade.maxUnavailable"
+        )
+
+
 def _say(planned: Plan) -> None:
     """The plan on stderr, a line per host: the engine shows it under the resource's step, in
     `pulumi preview` as in `pulumi up`."""
@@ -271,6 +282,7 @@ class ProvisioningProvider(ResourceProvider):
         # replacement: provisioning converges whatever the nodes hold.
         planned = hostdiff.plan(olds, news)
         _say(planned)
+        _say_upgrade(olds, news)
         return DiffResult(
             changes=planned.changes, replaces=[], stables=["stack"], delete_before_replace=False
         )
