@@ -81,9 +81,10 @@ def test_upgrade_drains_waits_and_uncordons_node_by_node(
     cluster: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
     inventory, mirror = cluster
-    kubesmith("provision", "--inventory", str(inventory), "--source", "release", *mirror)
+    release = ["--source", "release", *mirror]
+    kubesmith("provision", "--inventory", str(inventory), *release)
 
-    upgraded = kubesmith("upgrade", "--inventory", str(inventory), "--to", NEW)
+    upgraded = kubesmith("upgrade", "--inventory", str(inventory), "--to", NEW, *release)
     assert "are skipped" not in upgraded.stderr
     assert f"upgraded to Kubernetes {NEW}" in upgraded.stdout
 

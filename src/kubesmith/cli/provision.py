@@ -202,11 +202,13 @@ def upgrade_command(
     plan_only: bool = typer.Option(
         False, "--plan", help="Show the order of the upgrade and change nothing."
     ),
+    source: str | None = SourceOption,
+    mirror: str | None = MirrorOption,
     binaries: bool | None = BinariesOption,
 ) -> None:
     """Upgrade Kubernetes node by node: control planes one at a time, then the other nodes in
     batches (drained, upgraded, uncordoned), then the add-ons; etcd is not restarted."""
-    target = _target(stack, inventory, None)
+    target = _target(stack, inventory, source, mirror)
     if to is not None:
         if stack is not None:
             raise UserError(
@@ -237,7 +239,7 @@ def upgrade_command(
         return
     if to is not None and inventory is not None:
         upgrade.write_version(inventory, to)
-        target = _target(None, inventory, None)
+        target = _target(None, inventory, source, mirror)
     extravars = {} if binaries is None else {BINARIES_VAR: binaries}
     _upgrade(target, plan, extravars)
 
