@@ -233,6 +233,10 @@ def test_provision_with_a_new_version_rolls_and_refuses_limits(runs: list[Step])
     assert limited.exit_code == 2
     assert f"{OLD} -> {NEW} is a rolling upgrade of every node" in " ".join(limited.output.split())
     assert runs == []
+    base = runner.invoke(app, ["provision", "-s", "local", "--tags", "runtime,etcd"])
+    assert base.exit_code == 0, base.output
+    assert runs == [("run", ("runtime", "etcd"), None)], "the node base alone is no upgrade"
+    runs.clear()
     result = runner.invoke(app, ["provision", "-s", "local"])
     assert result.exit_code == 0, result.output
     assert [s[2] for s in runs if s[0] == "run"] == [None, "local-cp-1", "local-worker-1", None]

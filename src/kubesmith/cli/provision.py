@@ -15,7 +15,7 @@ from kubesmith.errors import UserError
 from kubesmith.local.shares import attach_for
 from kubesmith.provision import scope, upgrade
 from kubesmith.provision import target as targets
-from kubesmith.provision.provisioner import TAGS, Options, Outcome, provision
+from kubesmith.provision.provisioner import BASE_TAGS, TAGS, Options, Outcome, provision
 from kubesmith.provision.recap import Progress, pki_summary, recap_table
 from kubesmith.provision.variables import BINARIES_VAR
 from kubesmith.spec import mirror_problem
@@ -140,13 +140,15 @@ def provision_command(
     target = _target(stack, inventory, source, mirror)
     extravars = {} if binaries is None else {BINARIES_VAR: binaries}
     options = Options(tags=_tags(tags), limit=limit, check=check, extravars=extravars)
-    rolling = None if check else upgrade.pending(target)
+    # Check runs and node-base runs (their tags only) touch no Kubernetes part: no upgrade.
+    base_only = bool(options.tags) and set(options.tags) <= set(BASE_TAGS)
+    rolling = None if check or base_only else upgrade.pending(target)
     if rolling is not None:
         if options.tags or limit is not None:
             raise UserError(
                 f"kubesmith:cluster.kubernetesVersion: {rolling.current} -> {rolling.target} is "
-                "a rolling upgrade of every node; run it without --tags and --limit "
-                "(`kubesmith upgrade --plan` shows its order)"
+                "a rolling upgrade of every node; run it without --limit and without Kubernetes "
+                "--tags (`kubesmith upgrade --plan` shows its order)"
             )
         _upgrade(target, rolling, extravars)
         return
