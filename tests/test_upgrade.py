@@ -145,7 +145,7 @@ def test_the_steps_in_order_with_a_running_api(started: list[Step]) -> None:
     assert plan is not None
     notes: list[str] = []
     upgrade.run(target, plan, step(started), notes.append)
-    node = ("api_proxy", "control_plane", "kubelet", "kube_proxy")
+    node = ("api_proxy", "control_plane", "cni", "kubelet", "kube_proxy")
     batch = ("local-worker-1", "local-worker-2")
     assert started == [
         ("run", BASE_TAGS, None),

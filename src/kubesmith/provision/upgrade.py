@@ -8,9 +8,10 @@ provisioning run of the same playbooks:
 1. the node base (base.yml: prep, PKI, containerd, etcd) on every node. Nothing of it depends
    on the Kubernetes version, so nothing changes or restarts there (etcd keeps running)
    unless something else changed too;
-2. each control plane alone (site.yml's api_proxy, control_plane, kubelet and kube_proxy
-   parts, limited to it: its apiserver restarts and answers before the role goes on, see the
-   control_plane role's handlers), then a wait until its node is Ready, before the next;
+2. each control plane alone (site.yml's api_proxy, control_plane, cni, kubelet and
+   kube_proxy parts, limited to it: its apiserver restarts and answers before the role goes
+   on, see the control_plane role's handlers), then a wait until its node is Ready, before
+   the next;
 3. the other nodes in batches of ``kubesmith:cluster.upgrade.maxUnavailable``: drain the
    batch, the same parts limited to it, wait until Ready, uncordon;
 4. the pod network (node side and add-on) and CoreDNS.
@@ -42,8 +43,10 @@ from kubesmith.provision.variables import binaries_enabled
 from kubesmith.state import records
 from kubesmith.state.files import atomic_write
 
-#: site.yml's parts a Kubernetes version changes on a node (its binaries, units, configs).
-NODE_TAGS = ("api_proxy", "control_plane", "kubelet", "kube_proxy")
+#: site.yml's parts of a node: what a Kubernetes version changes (binaries, units, configs),
+#: and its pod network (unchanged by the version, but a node that joins with the upgrade
+#: needs it before its kubelet can be Ready).
+NODE_TAGS = ("api_proxy", "control_plane", "cni", "kubelet", "kube_proxy")
 #: What follows the nodes: the pod network (node side and add-on) and CoreDNS.
 ADDON_TAGS = ("cni", "coredns")
 #: The API side of the upgrade (drain, ready, uncordon; probe first).
