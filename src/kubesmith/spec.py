@@ -384,6 +384,14 @@ class OidcSpec(_Model):
         return None if self.ca_file is None else read_ca_bundle(self.ca_file)
 
 
+class UpgradeSpec(_Model):
+    """How a Kubernetes version change rolls through the cluster (docs/runbooks/upgrade.md):
+    control planes one at a time, then the other nodes ``maxUnavailable`` at a time, each
+    batch drained before and uncordoned after."""
+
+    max_unavailable: StrictInt = Field(default=1, ge=1, le=500)
+
+
 class ClusterSpec(_Model):
     """Everything kubesmith needs to know about one cluster."""
 
@@ -403,6 +411,7 @@ class ClusterSpec(_Model):
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
     pod_security: PodSecuritySpec = Field(default_factory=PodSecuritySpec)
     oidc: OidcSpec | None = None
+    upgrade: UpgradeSpec = Field(default_factory=UpgradeSpec)
 
     @field_validator("name")
     @classmethod

@@ -1,4 +1,5 @@
-"""`kubesmith provision` and `kubesmith etcd snapshot|restore`: run the playbooks on a cluster."""
+"""`kubesmith provision`, `kubesmith upgrade` and `kubesmith etcd snapshot|restore`: run the
+playbooks on a cluster."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from kubesmith.cli.console import err, out, progress
 from kubesmith.cli.options import OptionalStack, target_of
 from kubesmith.errors import UserError
 from kubesmith.local.shares import attach_for
-from kubesmith.provision import scope
+from kubesmith.provision import scope, upgrade
 from kubesmith.provision import target as targets
-from kubesmith.provision.provisioner import TAGS, Options, Outcome, provision
+from kubesmith.provision.provisioner import BASE_TAGS, TAGS, Options, Outcome, provision
 from kubesmith.provision.recap import Progress, pki_summary, recap_table
 from kubesmith.provision.variables import BINARIES_VAR
 from kubesmith.spec import mirror_problem
+from kubesmith.stackfile import load_spec
+from kubesmith.state import records
 
 etcd_app = typer.Typer(help="etcd backups: snapshot now, restore a snapshot.", no_args_is_help=True)
 
@@ -41,8 +44,19 @@ MirrorOption = typer.Option(
 )
 
 
+BinariesOption = typer.Option(
+    None,
+    "--kubernetes-binaries/--no-kubernetes-binaries",
+    help="Install and start the Kubernetes binaries, or not: without, write every "
+    "certificate, configuration and unit, install and start nothing (configuration only). "
+    "Default: the stack's artifacts.kubernetesBinaries (true unless set).",
+    show_default=False,
+)
+
+
 def register(app: typer.Typer) -> None:
     app.command("provision")(provision_command)
+    app.command("upgrade")(upgrade_command)
     app.add_typer(etcd_app, name="etcd")
 
 
@@ -118,19 +132,26 @@ def provision_command(
     ),
     source: str | None = SourceOption,
     mirror: str | None = MirrorOption,
-    binaries: bool | None = typer.Option(
-        None,
-        "--kubernetes-binaries/--no-kubernetes-binaries",
-        help="Install and start the Kubernetes binaries, or not: without, write every "
-        "certificate, configuration and unit, install and start nothing (configuration only). "
-        "Default: the stack's artifacts.kubernetesBinaries (true unless set).",
-        show_default=False,
-    ),
+    binaries: bool | None = BinariesOption,
 ) -> None:
-    """Build the cluster: nodes, certificates, containerd, etcd, Kubernetes (playbooks/site.yml)."""
+    """Build the cluster: nodes, certificates, containerd, etcd, Kubernetes (playbooks/site.yml).
+
+    A changed kubernetesVersion is a rolling upgrade (see `kubesmith upgrade`)."""
     target = _target(stack, inventory, source, mirror)
     extravars = {} if binaries is None else {BINARIES_VAR: binaries}
     options = Options(tags=_tags(tags), limit=limit, check=check, extravars=extravars)
+    # Check runs and node-base runs (their tags only) touch no Kubernetes part: no upgrade.
+    base_only = bool(options.tags) and set(options.tags) <= set(BASE_TAGS)
+    rolling = None if check or base_only else upgrade.pending(target)
+    if rolling is not None:
+        if options.tags or limit is not None:
+            raise UserError(
+                f"kubesmith:cluster.kubernetesVersion: {rolling.current} -> {rolling.target} is "
+                "a rolling upgrade of every node; run it without --limit and without Kubernetes "
+                "--tags (`kubesmith upgrade --plan` shows its order)"
+            )
+        _upgrade(target, rolling, extravars)
+        return
     # Decided before the run, which records what the limited hosts now hold.
     follow = _follow_up(target, options)
     outcome = _run(target, options, "provision")
@@ -151,6 +172,78 @@ def provision_command(
         out.print(f"[green]ok[/]: {hosts} hosts checked, {changed} changes would be made")
     else:
         out.print(f"[green]ok[/]: {hosts} hosts provisioned, {changed} changes")
+
+
+def _upgrade(target: targets.Target, plan: upgrade.Plan, extravars: dict[str, bool]) -> None:
+    for line in plan.lines():
+        err.print(line, highlight=False)
+    outcomes = upgrade.run(
+        target,
+        plan,
+        lambda options, title: _run(target, options, title),
+        lambda note: err.print(note, highlight=False),
+        extravars,
+    )
+    changed = sum(s.changed for outcome in outcomes for s in outcome.run.stats.values())
+    out.print(
+        f"[green]ok[/]: {target.label} upgraded to Kubernetes {plan.target} "
+        f"in {len(outcomes)} provisioning runs, {changed} changes"
+    )
+
+
+def upgrade_command(
+    stack: str | None = StackOption,
+    inventory: Path | None = InventoryOption,
+    to: str | None = typer.Option(
+        None,
+        "--to",
+        metavar="VERSION",
+        help="With --inventory: the pinned version to upgrade to (written into the inventory's "
+        "cluster). A stack's is kubesmith:cluster.kubernetesVersion.",
+    ),
+    plan_only: bool = typer.Option(
+        False, "--plan", help="Show the order of the upgrade and change nothing."
+    ),
+    source: str | None = SourceOption,
+    mirror: str | None = MirrorOption,
+    binaries: bool | None = BinariesOption,
+) -> None:
+    """Upgrade Kubernetes node by node: control planes one at a time, then the other nodes in
+    batches (drained, upgraded, uncordoned), then the add-ons; etcd is not restarted."""
+    target = _target(stack, inventory, source, mirror)
+    if to is not None:
+        if stack is not None:
+            raise UserError(
+                f"--to applies to --inventory; stack {stack}'s version is "
+                f"kubesmith:cluster.kubernetesVersion in Pulumi.{stack}.yaml (set it, then "
+                f"kubesmith up -s {stack}, which runs this upgrade)"
+            )
+        upgrade.check_target_version(to)
+    elif stack is not None:
+        configured = load_spec(stack).kubernetes_version
+        inventoried = target.inventory.cluster.spec.kubernetes_version
+        if configured != inventoried:
+            raise UserError(
+                f"Pulumi.{stack}.yaml asks for Kubernetes {configured}, the stack's inventory "
+                f"holds {inventoried}: run kubesmith up -s {stack} (it runs this upgrade)"
+            )
+    plan = upgrade.pending(target, to)
+    if plan is None:
+        recorded = records.recorded_version(target.state_dir)
+        if recorded is None:
+            out.print(f"nothing to upgrade: {target.label} was never provisioned")
+        else:
+            out.print(f"nothing to upgrade: {target.label} runs Kubernetes {recorded}")
+        return
+    if plan_only:
+        for line in plan.lines():
+            out.print(line, highlight=False)
+        return
+    if to is not None and inventory is not None:
+        upgrade.write_version(inventory, to)
+        target = _target(None, inventory, source, mirror)
+    extravars = {} if binaries is None else {BINARIES_VAR: binaries}
+    _upgrade(target, plan, extravars)
 
 
 @etcd_app.command("snapshot")

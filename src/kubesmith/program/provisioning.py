@@ -8,7 +8,9 @@ per cluster-wide setting the maps kubesmith.program.hostdiff diffs (``hosts``, `
 The diff plans, host by host, what an update runs and why, says it on stderr (the engine shows
 it under the step, in `pulumi preview` as in `up`) and changes nothing when nothing changed;
 the update runs the plan: everything, or the new and changed hosts and then only the plays of
-the others that read them (kubesmith.provision.scope). Never a replacement.
+the others that read them (kubesmith.provision.scope). Never a replacement. A changed
+Kubernetes version runs the rolling upgrade instead (kubesmith.provision.upgrade: node by
+node, in the order version skew allows).
 
 Its outputs carry the run's recap and the pod range of every node (`pod_cidrs`, node name ->
 CIDR), read back from the allocation kubesmith.state.podcidr keeps in the stack's state:
@@ -44,7 +46,7 @@ from kubesmith.program import hostdiff
 from kubesmith.program.hostdiff import CLUSTER_KEY, HOSTS_KEY, NEW_NODE, Plan
 from kubesmith.provision.apiserver_config import authentication_configuration
 from kubesmith.provision.inventory import ENDPOINT_VAR, build_inventory
-from kubesmith.provision.provisioner import Options
+from kubesmith.provision.provisioner import Options, Outcome
 from kubesmith.provision.target import Target
 from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
@@ -188,6 +190,7 @@ def _run(props: Mapping[str, Any], planned: Plan, runs: Sequence[Options]) -> di
     from kubesmith.program.backends import binaries_attach
     from kubesmith.progress import ConsoleReporter
     from kubesmith.provision import target as targets
+    from kubesmith.provision import upgrade
     from kubesmith.provision.inventory import dump_inventory
     from kubesmith.provision.provisioner import provision
     from kubesmith.provision.recap import LineProgress, pki_summary
@@ -198,8 +201,8 @@ def _run(props: Mapping[str, Any], planned: Plan, runs: Sequence[Options]) -> di
     atomic_write(path, dump_inventory(inventory).encode("utf-8"), 0o600)
     target = targets.for_stack(stack)
     recap: dict[str, Any] = {}
-    for options in runs:
-        title = _title(stack, len(target.inventory.hostvars), options)
+
+    def one(options: Options, title: str) -> Outcome:
         with ConsoleReporter(Console(stderr=True)) as reporter:
             reporter.phase(title)
             progress = LineProgress(reporter)
@@ -223,12 +226,38 @@ def _run(props: Mapping[str, Any], planned: Plan, runs: Sequence[Options]) -> di
                     **progress.changed_roles.get(host, {}),
                 },
             }
+        return outcome
+
+    # A kubernetesVersion change (a cluster-wide change: every host runs) rolls node by node.
+    rolling = upgrade.pending(target)
+    if rolling is not None:
+        for line in rolling.lines():
+            _note(line)
+        upgrade.run(target, rolling, lambda o, what: one(o, f"provisioning {stack}: {what}"), _note)
+    else:
+        for options in runs:
+            one(options, _title(stack, len(target.inventory.hostvars), options))
     return {
         **props,
         RECAP_KEY: recap,
         PROVISIONED_KEY: dict(planned.reasons),
         POD_CIDRS_KEY: used_pod_cidrs(target),
     }
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _say_upgrade(olds: Mapping[str, Any], news: Mapping[str, Any]) -> None:
+    """A changed Kubernetes version: the update rolls it node by node (see _run)."""
+    old = (olds.get(CLUSTER_KEY) or {}).get("kubernetesVersion")
+    new = (news.get(CLUSTER_KEY) or {}).get("kubernetesVersion")
+    if isinstance(old, str) and isinstance(new, str) and old != new:
+        _note(
+            f"will upgrade Kubernetes {old} -> {new} node by node: control planes one at a "
+            "time, then the other nodes in batches of upgrade.maxUnavailable"
+        )
 
 
 def _say(planned: Plan) -> None:
@@ -253,6 +282,7 @@ class ProvisioningProvider(ResourceProvider):
         # replacement: provisioning converges whatever the nodes hold.
         planned = hostdiff.plan(olds, news)
         _say(planned)
+        _say_upgrade(olds, news)
         return DiffResult(
             changes=planned.changes, replaces=[], stables=["stack"], delete_before_replace=False
         )

@@ -26,6 +26,9 @@ VERSION_FILE = "kubernetes-version"
 POD_NETWORK_FILE = "pod-network"
 #: When the last provisioning run ended, how, and whether it had the Kubernetes binaries.
 LAST_RUN_FILE = "last-run.json"
+#: "<from> <to>" while a rolling upgrade runs (kubesmith.provision.upgrade): an interrupted
+#: upgrade stays one when it is run again, although its first step recorded the new version.
+UPGRADE_FILE = "upgrade-in-progress"
 
 
 def _read(path: Path) -> str | None:
@@ -36,16 +39,39 @@ def _write(state: Path, name: str, value: str) -> None:
     atomic_write(state / name, (value + "\n").encode("ascii"), 0o644)
 
 
+def recorded_version(state: Path) -> str | None:
+    """The Kubernetes version the cluster was last provisioned with (None: never)."""
+    return _read(state / VERSION_FILE)
+
+
+def upgrade_in_progress(state: Path) -> tuple[str, str] | None:
+    """The (from, to) versions of a rolling upgrade that started and has not finished."""
+    found = (_read(state / UPGRADE_FILE) or "").split()
+    return (found[0], found[1]) if len(found) == 2 else None
+
+
+def start_upgrade(state: Path, current: str, target: str) -> None:
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write(state, UPGRADE_FILE, f"{current} {target}")
+
+
+def finish_upgrade(state: Path) -> None:
+    (state / UPGRADE_FILE).unlink(missing_ok=True)
+
+
 def check_upgrade(state: Path, cluster: Cluster) -> None:
-    """Refuse a version change Kubernetes does not support.
+    """Refuse a version change Kubernetes does not support (see check_version_change)."""
+    current = _read(state / VERSION_FILE)
+    if current is not None:
+        check_version_change(current, cluster.spec.kubernetes_version)
+
+
+def check_version_change(current: str, wanted: str) -> None:
+    """Refuse ``current`` -> ``wanted`` unless Kubernetes supports it.
 
     The control plane moves one minor at a time (1.33 -> 1.34 -> 1.35) and never back; a
     patch release within a minor may go either way.
     """
-    current = _read(state / VERSION_FILE)
-    wanted = cluster.spec.kubernetes_version
-    if current is None:
-        return
     old, new = minor_of(current), minor_of(wanted)
     if new[0] != old[0] or new[1] > old[1] + 1:
         step = f"{old[0]}.{old[1] + 1}"
