@@ -52,6 +52,14 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "needs the Pulumi engine; test_pulumi_up.py runs the same program and provider "
         "through the SDK's provider server"
     ),
+    ("upgrade.md", "kubesmith preview"): (
+        "needs the Pulumi engine; the Provisioning update's upgrade path and its diff line "
+        "are run with provisioning recorded (tests/test_upgrade.py)"
+    ),
+    ("upgrade.md", "kubesmith up"): (
+        "needs the Pulumi engine; the same rolling steps run from an inventory in "
+        "tests/integration/test_upgrade.py"
+    ),
     ("certificates.md", "install -m 0644 contrib/systemd/"): (
         "installs the timer on the controller; the units are checked with systemd-analyze "
         "(tests/test_certs_renew.py), these machines have no systemd as PID 1"

@@ -22,6 +22,7 @@ from kubesmith.provision.inventory import Inventory
 from kubesmith.provision.kubernetes import cluster_pki
 from kubesmith.provision.target import for_inventory
 from kubesmith.state.lock import LOCK_FILE, cluster_lock
+from kubesmith.state.records import VERSION_FILE
 from tests.certlab import make_due
 from tests.clusterlab import local_spec, write_inventory
 
@@ -79,8 +80,9 @@ def inventory(tmp_path: Path) -> Inventory:
         ["provision", "--no-kubernetes-binaries"],
         ["certs", "--renew"],
         ["reset", "--yes"],
+        ["upgrade", "--no-kubernetes-binaries"],
     ],
-    ids=["provision", "certs --renew", "reset"],
+    ids=["provision", "certs --renew", "reset", "upgrade"],
 )
 def test_a_second_change_of_the_same_cluster_is_refused_naming_the_first(
     inventory: Inventory, args: list[str]
@@ -91,6 +93,9 @@ def test_a_second_change_of_the_same_cluster_is_refused_naming_the_first(
         cluster_pki(target).ensure(target.inventory.identities())
         cp = next(iter(inventory.hostvars))
         make_due(target.pki_dir, cp, "apiserver", 5)
+    if args[0] == "upgrade":
+        # A cluster last provisioned one minor back: the upgrade has steps to run.
+        (target.state_dir / VERSION_FILE).write_text("1.34.4\n", encoding="ascii")
     files = {p: p.read_bytes() for p in target.state_dir.rglob("*") if p.is_file()}
     with held_elsewhere(target.state_dir) as holder:
         result = runner.invoke(app, [*args, "--inventory", str(inventory.path)])

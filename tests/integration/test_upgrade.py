@@ -26,7 +26,6 @@ import itertools
 import json
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +35,12 @@ import pytest
 import yaml
 
 from kubesmith import versions
-from kubesmith.local.lab import create_lab, destroy_lab
 from kubesmith.provision import flags
 from kubesmith.state import records
-from tests.integration.conftest import LxdHost, ssh_node, unique_name
+from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_node
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
 
 
 def _by_minor() -> dict[tuple[int, int], str]:
@@ -145,12 +141,6 @@ class Lab:
         return str(self.data["all"]["vars"]["kubesmith_cluster"]["kubernetesVersion"])
 
 
-def kubesmith(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [KUBESMITH, *args], capture_output=True, text=True, check=False, timeout=1800
-    )
-
-
 def ok(*args: str) -> subprocess.CompletedProcess[str]:
     result = kubesmith(*args)
     assert result.returncode == 0, f"kubesmith {' '.join(args)}:\n{result.stdout}{result.stderr}"
@@ -170,30 +160,24 @@ def refused(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    name = unique_name()
     home = tmp_path_factory.mktemp("upgrade-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBESMITH_HOME", str(home))
-        patch.setenv("KUBESMITH_PROJECT", str(REPO))
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        provisioned_lab(lxd_ready, home, control_planes=3, workers=1, provision=False) as made,
+    ):
         patch.setenv("KUBESMITH_QUIET", "1")
-        try:
-            made = create_lab(
-                name, stack=lxd_ready.stack, control_planes=3, workers=1, socket=lxd_ready.socket
-            )
-            path = made.inventory_path
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            data["all"]["vars"]["kubesmith_cluster"]["kubernetesVersion"] = OLD
-            data["all"]["vars"]["kubesmith_cluster"]["cni"] = {"plugin": "bridge"}
-            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-            ok("provision", "--inventory", str(path), "--no-kubernetes-binaries")
-            unrecorded = Lab(path, {}, {})
-            yield Lab(
-                path,
-                unrecorded.snapshots(),
-                {host: unrecorded.etcd_service(host) for host in unrecorded.control_planes},
-            )
-        finally:
-            destroy_lab(name, socket=lxd_ready.socket)
+        path = made.inventory_path
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["all"]["vars"]["kubesmith_cluster"]["kubernetesVersion"] = OLD
+        data["all"]["vars"]["kubesmith_cluster"]["cni"] = {"plugin": "bridge"}
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        ok("provision", "--inventory", str(path), "--no-kubernetes-binaries")
+        unrecorded = Lab(path, {}, {})
+        yield Lab(
+            path,
+            unrecorded.snapshots(),
+            {host: unrecorded.etcd_service(host) for host in unrecorded.control_planes},
+        )
 
 
 def unit_text(snapshot_host: Lab, host: str, unit: str) -> str:

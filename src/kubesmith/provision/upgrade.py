@@ -42,6 +42,7 @@ from kubesmith.provision.target import Target
 from kubesmith.provision.variables import binaries_enabled
 from kubesmith.state import records
 from kubesmith.state.files import atomic_write
+from kubesmith.state.lock import cluster_lock
 
 #: site.yml's parts of a node: what a Kubernetes version changes (binaries, units, configs),
 #: and its pod network (unchanged by the version, but a node that joins with the upgrade
@@ -157,8 +158,15 @@ def run(
     extravars: Mapping[str, Any] | None = None,
 ) -> list[Outcome]:
     """Carry out ``plan`` (see the module doc); ``extravars`` go to every provisioning step
-    (e.g. kubesmith_kubernetes_binaries for one run). Stops at the first failing step."""
-    extra = dict(extravars or {})
+    (e.g. kubesmith_kubernetes_binaries for one run). Stops at the first failing step. Holds
+    the cluster's change lock throughout: nothing else changes the cluster between steps."""
+    with cluster_lock(target.state_dir, f"upgrade {plan.current} -> {plan.target}"):
+        return _run(target, plan, run_step, note, dict(extravars or {}))
+
+
+def _run(
+    target: Target, plan: Plan, run_step: RunStep, note: Note, extra: dict[str, Any]
+) -> list[Outcome]:
     state = target.state_dir
     records.start_upgrade(state, plan.current, plan.target)
     outcomes = [run_step(Options(tags=BASE_TAGS, extravars=extra), "upgrade: node base")]
