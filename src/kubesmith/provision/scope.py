@@ -161,6 +161,17 @@ def record_run(state_dir: Path, inventory: Inventory, hosts: Collection[str]) ->
     atomic_write(state_dir / RECORD_FILE, data, 0o600)
 
 
+def forget_hosts(state_dir: Path, hosts: Collection[str]) -> list[str]:
+    """Drop ``hosts`` (removed for good) from the record; the hosts it had."""
+    record = load_record(state_dir)
+    gone = [h for h in hosts if record is not None and h in record]
+    if record is not None and gone:
+        kept = {h: e for h, e in record.items() if h not in gone}
+        data = json.dumps(kept, indent=1, sort_keys=True).encode("utf-8")
+        atomic_write(state_dir / RECORD_FILE, data, 0o600)
+    return gone
+
+
 def changed_hosts(
     inventory: Inventory, record: Mapping[str, Any] | None, limited: Collection[str]
 ) -> dict[str, tuple[str, ...]]:
