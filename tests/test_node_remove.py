@@ -338,6 +338,7 @@ def test_a_refused_removal_fails_the_update_before_any_run(
         raise UserError(f"refusing to remove {name}: etcd would keep 1 healthy of 2 members")
 
     monkeypatch.setattr(removal, "preflight", quorum)
+
     def run(*args: Any) -> dict[str, Any]:
         ran.append(args)
         return {}
