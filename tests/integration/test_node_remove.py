@@ -10,7 +10,8 @@ commands of docs/runbooks/remove-node.md in order:
 - removing a control plane: etcd healthy with 2 members, every key written before kept on
   both, no remaining node names it (apiserver etcd-servers, etcd's configuration, the
   worker's API proxy backends, pod routes), the node reset (etcd's data gone), the
-  controller forgot its certificates, pod range, host key and provisioning record;
+  controller forgot its certificates, pod range, host key and provisioning record; the
+  same command once more (an interrupted removal) converges with nothing left to do;
 - removing the worker while its machine is stopped (a dead node, the common case): the
   removal goes on without it, and its pod route is gone on every remaining node.
 """
@@ -201,6 +202,13 @@ def test_remove_control_plane(lab: Lab) -> None:
     assert lab.run(gone, "systemctl is-active etcd || true", before).strip() != "active"
     data = lab.run(gone, "test -e /var/lib/etcd/member && echo kept || echo gone", before)
     assert data.strip() == "gone"
+
+    # Again (an interrupted removal is finished the same way): nothing left to do.
+    again = kubesmith("node", "remove", gone, "-i", str(lab.inventory), "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{gone}: etcd has no member {gone} (removed before)" in again.stdout, again.stdout
+    assert f"{gone}: reset: 0 things undone" in again.stdout, again.stdout
+    assert members(lab, kept[0]) == sorted(kept)
 
     lab.drop_from_inventory(gone)
 
