@@ -84,7 +84,7 @@ class Removal:
     reachable: bool
     #: A remaining control plane that answers: drain and Node deletion run there.
     api_via: str | None
-    #: A healthy remaining etcd member, when the node's member is still in the cluster.
+    #: A healthy remaining etcd member (an etcd member's removal runs there).
     etcd_via: str | None
     notes: tuple[str, ...] = ()
 
@@ -163,9 +163,9 @@ def preflight(target: Target, name: str, probe: Probe = status.collect) -> Remov
         members = [m for m in found[via].etcd_members if m]
         if name in members:
             check_quorum(name, members, healthy)
-            etcd_via = via
-        else:
-            notes.append(f"etcd has no member {name} (removed before)")
+        # Run even when no member has its name: one added but never started (an interrupted
+        # join) has none yet and is found by its peer URL; with neither, the play says so.
+        etcd_via = via
     return Removal(
         name,
         groups,

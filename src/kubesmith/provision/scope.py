@@ -9,9 +9,9 @@ missing backend). Everything else of those hosts stays untouched: their own inpu
 change.
 
 ``FOLLOWERS`` is that table, read from the playbooks; ``follow_up`` turns a set of changed
-hosts into the one extra run (hosts and tags) that keeps the others correct. Both the
-Pulumi provisioning resource (kubesmith.program.provisioning) and `kubesmith provision
---limit` use it.
+hosts into the one extra run (hosts and tags) that keeps the others correct. The Pulumi
+provisioning resource (kubesmith.program.provisioning), `kubesmith provision --limit` and
+`kubesmith node remove` (kubesmith.provision.removal) use it.
 
 Which hosts changed: the Pulumi resource knows from its state; `kubesmith provision` from
 the record every successful run keeps beside the inventory (``RECORD_FILE``: each host's
