@@ -7,7 +7,7 @@ members after the removal, a majority must be healthy). A refusal is one line na
 numbers. A node that no longer answers is the common case and is no refusal: the steps that
 need it are skipped with a note, and the cluster forgets it all the same.
 
-Then, in this order (``remove``):
+Then, in this order (``leave``: steps 1-3; ``update_others``: 4; ``forget``: 5):
 
 1. from a remaining control plane, when the API answers there: drain the node and delete its
    Node object (playbooks/node-remove.yml);
@@ -130,7 +130,7 @@ def check_quorum(name: str, members: Collection[str], healthy: Collection[str]) 
 
 
 def preflight(target: Target, name: str, probe: Probe = status.collect) -> Removal:
-    """Everything ``remove`` needs to know, checked before anything changes (see the module
+    """Everything the steps need to know, checked before anything changes (see the module
     doc); a refusal is a UserError of one line."""
     inventory = target.inventory
     check_inventory(inventory, target.label, [name])
