@@ -22,6 +22,7 @@ from kubesmith.nodes import Node, node_plan
 from kubesmith.program import provisioning
 from kubesmith.provision import removal, scope
 from kubesmith.provision.inventory import build_inventory, dump_inventory
+from kubesmith.provision.runner import HostStats, RunResult
 from kubesmith.provision.status import ClusterStatus, NodeStatus
 from kubesmith.provision.target import Target, for_inventory
 from kubesmith.spec import parse_cluster
@@ -359,3 +360,49 @@ def test_removing_every_control_plane_is_refused_before_the_probe(
     monkeypatch.setattr(removal, "preflight", lambda *_: pytest.fail("probed"))
     with pytest.raises(UserError, match="the last control plane of stack local"):
         provisioning.ProvisioningProvider().update("id", olds, news)
+
+
+def test_the_command_asks_then_runs_the_steps_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kubesmith node remove` at a terminal: the checks, the question (a "no" changes
+    nothing), then leave, the runs of the nodes that stay, forget; the inventory untouched."""
+    from kubesmith.cli import node as node_cli
+
+    target = write_lab(tmp_path)
+    path = str(target.inventory.path)
+    given = target.inventory.path.read_text()
+    steps: list[str] = []
+    real_preflight = removal.preflight
+
+    monkeypatch.setattr(
+        removal, "preflight", lambda t, n: real_preflight(t, n, probe(t, down=(n,)))
+    )
+
+    def leave(_target: Target, checked: removal.Removal) -> list[str]:
+        steps.append("leave")
+        return list(checked.notes)
+
+    monkeypatch.setattr(removal, "leave", leave)
+
+    def run(after: Target, options: Any, _title: str) -> RunResult:
+        steps.append(f"run {','.join(options.tags)} on {options.limit}")
+        assert CP3 not in after.inventory.hostvars
+        return RunResult("successful", 0, {h: HostStats(ok=1) for h in options.limit.split(",")})
+
+    monkeypatch.setattr(node_cli, "_run", run)
+    monkeypatch.setattr(node_cli, "_stdin_is_terminal", lambda: True)
+    no = CliRunner().invoke(app, ["node", "remove", CP3, "-i", path], input="n\n")
+    assert no.exit_code == 1
+    assert f"Remove {CP3} from {path} for good" in " ".join(no.output.split())
+    assert "node remove cancelled; nothing was changed" in no.stdout
+    assert steps == []
+
+    yes = CliRunner().invoke(app, ["node", "remove", CP3, "-i", path], input="y\n")
+    assert yes.exit_code == 0, yes.output
+    assert steps == ["leave", f"run cni,api_proxy,control_plane,etcd on {CP1},{CP2},{W1}"]
+    said = " ".join(yes.stdout.split())
+    assert f"{CP3}: {CP3} does not answer (ssh: connect timed out): it is not reset" in said
+    assert f"ok: {CP3} removed" in said
+    assert f"delete {CP3} from {path}" in " ".join(yes.stderr.split())
+    assert target.inventory.path.read_text() == given
