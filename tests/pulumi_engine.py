@@ -32,6 +32,7 @@ limits, plugin downloads, the backend's checkpoint format, `pulumi preview` with
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -45,6 +46,7 @@ from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc, resource_pb2
 
+from kubesmith.program.automation import PROVIDER_ENV
 from tests.pulumi_mocks import KubesmithMocks, ProgramRun, RecordingMonitor, run_program
 
 DYNAMIC_TYPE_PREFIX = "pulumi-python:dynamic"
@@ -108,6 +110,8 @@ class ProviderServer:
         self.process = subprocess.Popen(
             [sys.executable, "-u", "-m", "pulumi.dynamic", "127.0.0.1:0"],
             cwd=project_dir,
+            # The environment `kubesmith up` gives the engine, which hands it to its plugins.
+            env={**os.environ, **PROVIDER_ENV},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -263,6 +263,9 @@ def test_pulumi_env_combines_backend_and_passphrase(tmp_path: Path) -> None:
     assert env["PULUMI_BACKEND_URL"].startswith("file://")
     assert env["PULUMI_CONFIG_PASSPHRASE_FILE"] == str(tmp_path / automation.PASSPHRASE_FILE)
     assert env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
+    # The dynamic providers' process (which forks ansible-runner's children) without gRPC's
+    # fork support (tests/integration/test_pulumi_up.py runs its provider server so).
+    assert env["GRPC_ENABLE_FORK_SUPPORT"] == "false"
     # Pulumi looks for plugins where kubesmith installed them.
     assert env["PULUMI_HOME"] == str(Path.home() / ".pulumi")
     assert automation.pulumi_env(tmp_path, {"PULUMI_HOME": "/srv/p"})["PULUMI_HOME"] == "/srv/p"

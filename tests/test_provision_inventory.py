@@ -82,8 +82,8 @@ def _set(path: tuple[str, ...], value: object) -> Any:
         ),
         (_set(("all", "children", "etcd", "hosts"), {}), "group 'etcd' has no hosts"),
         (
-            _set(("all", "children", "etcd", "hosts"), {"t1-cp-1": None, "t1-cp-2": None}),
-            "group 'etcd' has 2 hosts; etcd needs an odd count (1, 3, 5, 7) to keep a majority",
+            _set(("all", "children", "etcd", "hosts"), {f"t1-cp-{i}": None for i in range(8)}),
+            "group 'etcd' has 8 hosts; at most 7 (every write waits for a majority of them)",
         ),
         (
             _set(("all", "hosts", "t1-cp-2", "kubesmith_node_ip"), None),

@@ -178,3 +178,41 @@ def test_task_outputs_keep_each_hosts_stdout_of_the_named_tasks_and_pass_events_
         outputs(event)
     assert outputs.stdout == {"Probe | read": {"a": "one\ntwo"}, "Probe | act": {"b": ""}}
     assert seen == ["runner_on_ok", "runner_on_ok", "runner_on_failed", "runner_on_ok"]
+
+
+class _DeadChild:
+    """What ansible-runner returns when its forked child died before ansible-playbook
+    started (seen in Pulumi's multi-threaded gRPC provider process): no exit status."""
+
+    status = "failed"
+    rc = None
+
+    def __init__(self, artifacts: Path) -> None:
+        self.config = type("Config", (), {"artifact_dir": str(artifacts)})()
+
+
+def test_a_child_that_never_started_is_tried_again_then_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ansible_runner
+
+    inventory = unreachable_inventory(tmp_path)
+    request = RunRequest(private_data_dir=tmp_path / "run", inventory=inventory, tags=["prep"])
+    real = ansible_runner.run
+    calls: list[int] = []
+
+    def dies_once(**kwargs: object) -> object:
+        calls.append(1)
+        return _DeadChild(tmp_path) if len(calls) == 1 else real(**kwargs)
+
+    monkeypatch.setattr(ansible_runner, "run", dies_once)
+    result = run_playbook(request)
+    assert len(calls) == 2
+    assert result.rc != 0  # the second try ran for real (its host is unreachable)
+    assert result.failures
+
+    # Dying every time: a failure saying so, never "no host matched".
+    monkeypatch.setattr(ansible_runner, "run", lambda **_: _DeadChild(tmp_path))
+    dead = run_playbook(request)
+    with pytest.raises(KubesmithError, match="ansible-playbook did not start"):
+        dead.raise_for_failure("provision")

@@ -118,8 +118,8 @@ def commands(line: str) -> list[list[str]]:
 
 
 def _placeholder(word: str) -> bool:
-    # STACK, INVENTORY, NODE-NAME, <ID>, ./backups/etcd-<node>-<time>.db
-    return bool(re.fullmatch(r"[A-Z][A-Z0-9_-]*", word)) or "<" in word
+    # STACK, INVENTORY, NODE-NAME, NAME-cp-3, <ID>, ./backups/etcd-<node>-<time>.db
+    return bool(re.search(r"(?<![A-Za-z])[A-Z]{3,}(?![a-z])", word)) or "<" in word
 
 
 def leading(command: list[str]) -> list[str]:

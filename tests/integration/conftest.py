@@ -311,9 +311,10 @@ KUBESMITH = str(Path(sys.executable).with_name("kubesmith"))
 
 
 def kubesmith(
-    *args: str, timeout: float = 1500, stdin: int | None = None
+    *args: str, timeout: float = 1500, stdin: int | None = subprocess.DEVNULL
 ) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a subprocess, in this process's environment (KUBESMITH_HOME)."""
+    """The real CLI in a subprocess, in this process's environment (KUBESMITH_HOME), with
+    no terminal on stdin (as in CI) unless ``stdin`` says otherwise."""
     return subprocess.run(
         [KUBESMITH, *args],
         capture_output=True,

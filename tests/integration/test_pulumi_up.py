@@ -9,7 +9,8 @@ Kubernetes resources of the stack's apps stay mocked (no Kubernetes API here), a
 provisions without the Kubernetes binaries (artifacts.kubernetesBinaries: false), which
 these machines cannot download.
 
-The tests build on each other, in file order: up, no-change up, one more worker, destroy.
+The tests build on each other, in file order: up, no-change up, one more worker, one worker
+less, destroy.
 """
 
 from __future__ import annotations
@@ -240,9 +241,38 @@ def test_one_more_worker_is_named_in_the_diff_and_restarts_nothing_elsewhere(
     assert set(load_record(stack_dir("local")) or {}) == {*before, added}
 
 
+def test_one_worker_less_leaves_the_cluster_before_its_machine_goes(stack: PulumiStack) -> None:
+    """Lowering `workers`: the update removes the node (`kubesmith node remove`'s steps, on
+    the last run's inventory), the others lose its pod route, the controller forgets it, and
+    only then the engine deletes the machine."""
+    before = stack.instances()
+    gone = f"{stack.name}-worker-3"
+    ranges = yaml.safe_load((stack_dir("local") / "pod-cidrs.yaml").read_text(encoding="utf-8"))
+    gone_range = ranges[gone]
+
+    result = stack.engine.up("local", stack.with_workers(2))
+
+    assert result.ops("delete") == [gone]
+    assert result.ops("update") == [f"{stack.name}-provisioning"]
+    assert f"will provision {gone}: removed (no longer provisioned)" in result.provider_log
+    removing = [line for line in result.provider_log if line.startswith(f"removing {gone}: ")]
+    assert f"removing {gone}: reset: " in " ".join(removing), removing
+    assert any(
+        line.startswith(f"removed {gone}: forgot its certificates") for line in result.provider_log
+    )
+    assert stack.instances() == {n: a for n, a in before.items() if n != gone}
+    for node in stack.instances():
+        routes = subprocess.run(
+            ["lxc", "exec", node, "--", "ip", "route"], capture_output=True, text=True, check=True
+        ).stdout
+        assert gone_range not in routes, (node, routes)
+    assert gone not in (load_record(stack_dir("local")) or {})
+    assert not (stack_dir("local") / "pki" / "nodes" / gone).exists()
+
+
 def test_destroy_deletes_every_instance(stack: PulumiStack) -> None:
     instances = stack.instances()
-    assert len(instances) == 4
+    assert len(instances) == 3
 
     result = stack.engine.destroy()
 

@@ -42,7 +42,6 @@ from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_
 pytestmark = pytest.mark.integration
 
 
-
 def _by_minor() -> dict[tuple[int, int], str]:
     return {versions.minor_of(v): v for v in versions.kubernetes_versions()}
 

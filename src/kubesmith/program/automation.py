@@ -130,7 +130,15 @@ def pulumi_env(state: Path, environ: Mapping[str, str] | None = None) -> dict[st
         "PULUMI_HOME": str(pulumi_tools.pulumi_home(environ)),
         # No version check against Pulumi's servers on every command.
         "PULUMI_SKIP_UPDATE_CHECK": "true",
+        **PROVIDER_ENV,
     }
+
+
+#: For the dynamic providers' process, a gRPC server whose provisioning forks ansible-runner's
+#: children (pexpect): with gRPC's fork support on, gRPC restarts its pollers in a forked
+#: child, which then dies before ansible-playbook starts (seen on real LXD through the SDK's
+#: provider server, tests/integration/test_pulumi_up.py). The engine hands its environment on.
+PROVIDER_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "false"}
 
 
 @contextmanager

@@ -29,6 +29,7 @@ Wiring (kubesmith.program, after the node pool):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -36,7 +37,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
@@ -51,8 +52,12 @@ from kubesmith.provision.target import Target
 from kubesmith.resources import package_file, playbooks_dir
 from kubesmith.spec import ClusterSpec
 from kubesmith.state.files import atomic_write
+from kubesmith.state.lock import cluster_lock
 from kubesmith.state.paths import stack_dir
 from kubesmith.state.podcidr import ALLOCATIONS_FILE, allocate
+
+if TYPE_CHECKING:
+    from kubesmith.provision.removal import Removal
 
 #: What provisioning ran with last; kept in the state so `pulumi stack output` can show it.
 RECAP_KEY = "recap"
@@ -260,6 +265,40 @@ def _say_upgrade(olds: Mapping[str, Any], news: Mapping[str, Any]) -> None:
         )
 
 
+def _leave(olds: Mapping[str, Any], removed: Sequence[str]) -> tuple[Target, list[Removal]]:
+    """`kubesmith node remove`'s steps for each removed host, on the last run's inventory:
+    checks first (the last control plane, etcd's quorum: a refusal fails the update before
+    anything changed, and the engine then deletes no machine), drain and Node deletion when
+    the API answers, the etcd member, the node's reset. One line per step on stderr."""
+    from kubesmith.provision import removal
+    from kubesmith.provision import target as targets
+    from kubesmith.provision.inventory import dump_inventory
+
+    stack = str(olds["stack"])
+    inventory = with_controller_paths(stack, whole_numbers(olds["inventory"]))
+    path = stack_dir(stack) / "inventory.before-removal.yml"
+    atomic_write(path, dump_inventory(inventory).encode("utf-8"), 0o600)
+    target = dataclasses.replace(targets.for_inventory(path), label=f"stack {stack}")
+    removal.check_inventory(target.inventory, target.label, removed)
+    done = []
+    for name in removed:
+        print(f"removing {name}: checking the cluster", file=sys.stderr, flush=True)
+        checked = removal.preflight(target, name)
+        for line in removal.leave(target, checked):
+            print(f"removing {name}: {line}", file=sys.stderr, flush=True)
+        done.append(checked)
+    return target, done
+
+
+def _forget(target: Target, removed: Sequence[Removal]) -> None:
+    from kubesmith.provision import removal
+
+    for checked in removed:
+        forgotten = removal.forget(target, checked)
+        if forgotten:
+            print(f"removed {checked.name}: forgot {', '.join(forgotten)}", file=sys.stderr)
+
+
 def _say(planned: Plan) -> None:
     """The plan on stderr, a line per host: the engine shows it under the resource's step, in
     `pulumi preview` as in `pulumi up`."""
@@ -289,7 +328,16 @@ class ProvisioningProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         planned = hostdiff.plan(olds, news)
-        return UpdateResult(outs=_run(news, planned, runs_for(planned)))
+        # One change at a time (kubesmith.state.lock), across the removals and the runs.
+        with cluster_lock(stack_dir(str(news["stack"])), "pulumi update (provisioning)"):
+            # Hosts going (a lower count): they leave the cluster while their machines still
+            # exist (the engine deletes those after this update), then the runs update the
+            # others.
+            leaving = _leave(olds, planned.removed) if planned.removed else None
+            outs = _run(news, planned, runs_for(planned))
+            if leaving is not None:
+                _forget(*leaving)
+        return UpdateResult(outs=outs)
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         # The nodes go with the node pool; the PKI stays in the state directory on purpose

@@ -148,9 +148,13 @@ class _Collector:
         self.forward = forward
         self.failures: list[Failure] = []
         self.stats: dict[str, HostStats] = {}
+        #: Events of ansible-playbook itself (not ansible-runner's verbose lines).
+        self.events = 0
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
+        if kind not in ("", "verbose"):
+            self.events += 1
         data = event.get("event_data") or {}
         host = str(data.get("host", ""))
         task = str(data.get("task", "")).strip()
@@ -216,12 +220,47 @@ def run_playbook(request: RunRequest, on_event: EventHandler | None = None) -> R
         **request.env,
     }
     started = time.monotonic()
+    for _attempt in range(_START_ATTEMPTS):
+        runner = _run_once(request, playbooks, env, collector)
+        # ansible-runner forks its child from this process: in a multi-threaded gRPC server
+        # (Pulumi's dynamic provider) the child may die before ansible-playbook starts (no
+        # event, no exit status). Nothing ran, so trying again is safe.
+        if runner.rc is not None or collector.events:
+            break
+    artifact_dir = Path(runner.config.artifact_dir)
+    if runner.rc is None:
+        return RunResult(
+            status=str(runner.status),
+            rc=-1,
+            artifact_dir=artifact_dir,
+            seconds=time.monotonic() - started,
+            error="ansible-playbook did not start (ansible-runner reported no exit status)",
+        )
+    rc = int(runner.rc)
+    return RunResult(
+        status=str(runner.status),
+        rc=rc,
+        stats=collector.stats,
+        failures=collector.failures,
+        artifact_dir=artifact_dir,
+        seconds=time.monotonic() - started,
+        error=_first_error(artifact_dir) if rc and not collector.failures else "",
+    )
+
+
+#: Tries of a run whose child never started (see run_playbook).
+_START_ATTEMPTS = 2
+
+
+def _run_once(
+    request: RunRequest, playbooks: Path, env: dict[str, str], collector: _Collector
+) -> Any:
     # SSH master connections of this run only: a run killed midway can leave a master socket
     # behind that later connections would hang on. A short path: sockets allow ~100 bytes.
     control_dir = Path(tempfile.mkdtemp(prefix="ks-ssh-"))
-    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control_dir)
+    env = {**env, "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir)}
     try:
-        runner = ansible_runner.run(
+        return ansible_runner.run(
             private_data_dir=str(request.private_data_dir),
             project_dir=str(playbooks),
             playbook=request.playbook,
@@ -237,14 +276,3 @@ def run_playbook(request: RunRequest, on_event: EventHandler | None = None) -> R
         )
     finally:
         shutil.rmtree(control_dir, ignore_errors=True)
-    artifact_dir = Path(runner.config.artifact_dir)
-    rc = int(runner.rc or 0)
-    return RunResult(
-        status=str(runner.status),
-        rc=rc,
-        stats=collector.stats,
-        failures=collector.failures,
-        artifact_dir=artifact_dir,
-        seconds=time.monotonic() - started,
-        error=_first_error(artifact_dir) if rc and not collector.failures else "",
-    )

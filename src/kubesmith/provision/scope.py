@@ -9,9 +9,9 @@ missing backend). Everything else of those hosts stays untouched: their own inpu
 change.
 
 ``FOLLOWERS`` is that table, read from the playbooks; ``follow_up`` turns a set of changed
-hosts into the one extra run (hosts and tags) that keeps the others correct. Both the
-Pulumi provisioning resource (kubesmith.program.provisioning) and `kubesmith provision
---limit` use it.
+hosts into the one extra run (hosts and tags) that keeps the others correct. The Pulumi
+provisioning resource (kubesmith.program.provisioning), `kubesmith provision --limit` and
+`kubesmith node remove` (kubesmith.provision.removal) use it.
 
 Which hosts changed: the Pulumi resource knows from its state; `kubesmith provision` from
 the record every successful run keeps beside the inventory (``RECORD_FILE``: each host's
@@ -159,6 +159,17 @@ def record_run(state_dir: Path, inventory: Inventory, hosts: Collection[str]) ->
     kept.update({h: host_entry(inventory, h) for h in hosts if h in inventory.hostvars})
     data = json.dumps(kept, indent=1, sort_keys=True).encode("utf-8")
     atomic_write(state_dir / RECORD_FILE, data, 0o600)
+
+
+def forget_hosts(state_dir: Path, hosts: Collection[str]) -> list[str]:
+    """Drop ``hosts`` (removed for good) from the record; the hosts it had."""
+    record = load_record(state_dir)
+    gone = [h for h in hosts if record is not None and h in record]
+    if record is not None and gone:
+        kept = {h: e for h, e in record.items() if h not in gone}
+        data = json.dumps(kept, indent=1, sort_keys=True).encode("utf-8")
+        atomic_write(state_dir / RECORD_FILE, data, 0o600)
+    return gone
 
 
 def changed_hosts(

@@ -35,6 +35,7 @@ import dataclasses
 import datetime as dt
 import io
 import ipaddress
+import shutil
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -225,6 +226,18 @@ class Pki:
                 files.append(NodeFile(base.with_suffix(".crt"), f"{leaf.path}.crt", "0644"))
                 files.append(NodeFile(base.with_suffix(".key"), f"{leaf.path}.key", "0600"))
         return files
+
+    def forget(self, node: str) -> list[Path]:
+        """Delete ``node``'s leaf certificates and keys and its bundle (a node removed for
+        good: one that comes back under its name gets new ones); what was deleted."""
+        paths = (self.directory / "nodes" / node, self.directory / "bundles" / f"{node}.tar")
+        gone = [path for path in paths if path.exists()]
+        for path in gone:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return gone
 
     def controller_admin(self) -> tuple[Path, Path]:
         """The controller's admin certificate and key (after ``ensure``)."""

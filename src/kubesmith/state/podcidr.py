@@ -97,3 +97,13 @@ def _write(path: Path, data: Mapping[str, str]) -> None:
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     atomic_write(path, text.encode("utf-8"), 0o644)
+
+
+def forget(state: Path, nodes: Sequence[str]) -> list[str]:
+    """Free the pod ranges of ``nodes`` (removed for good); the nodes that held one."""
+    path = state / ALLOCATIONS_FILE
+    kept = _read(path)
+    gone = [node for node in nodes if node in kept]
+    if gone:
+        _write(path, {node: cidr for node, cidr in kept.items() if node not in gone})
+    return gone
