@@ -32,6 +32,7 @@ from typing import Any
 import paramiko
 import pylxd
 import pytest
+import yaml
 
 from kubesmith.local import daemon
 from kubesmith.local.connection import connect, is_managed, label, socket_path
@@ -357,3 +358,54 @@ def provisioned_lab(
             yield made
         finally:
             destroy_lab(name, socket=lxd_ready.socket)
+
+
+@dataclass(frozen=True)
+class InventoryLab:
+    """A lab as a test module reads it: the inventory kubesmith wrote (read afresh each time:
+    a test may change it) and a root shell on its nodes. Modules subclass it with what they
+    record."""
+
+    inventory: Path
+
+    @property
+    def data(self) -> dict[str, Any]:
+        loaded = yaml.safe_load(self.inventory.read_text(encoding="utf-8"))
+        assert isinstance(loaded, dict)
+        return loaded
+
+    @property
+    def hosts(self) -> list[str]:
+        return [str(host) for host in self.data["all"]["hosts"]]
+
+    def hosts_in(self, group: str) -> list[str]:
+        return [str(host) for host in self.data["all"]["children"][group]["hosts"]]
+
+    @property
+    def control_planes(self) -> list[str]:
+        return self.hosts_in("kube_control_plane")
+
+    @property
+    def workers(self) -> list[str]:
+        return [host for host in self.hosts if host not in self.control_planes]
+
+    def ip(self, host: str) -> str:
+        return str(self.data["all"]["hosts"][host]["kubesmith_node_ip"])
+
+    def run(
+        self,
+        host: str,
+        command: str,
+        *,
+        stdin: str | None = None,
+        check: bool = True,
+        timeout: float = 180,
+        data: dict[str, Any] | None = None,
+    ) -> str:
+        """``command``'s stdout on ``host`` (of ``data``, an earlier reading of the inventory,
+        if given); with ``check``, a failure is an AssertionError naming host, command and
+        stderr."""
+        result = ssh_node(data or self.data, host, command, stdin=stdin, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{host}: {command!r} exited {result.returncode}: {result.stderr}")
+        return result.stdout

@@ -21,13 +21,11 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.certlab import leaf_file, make_due, read
-from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_node
+from tests.integration.conftest import InventoryLab, LxdHost, kubesmith, provisioned_lab
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +37,8 @@ DUE = (("cp", "etcd/server", 5), ("cp", "etcd/peer", 5), ("worker", "kube-proxy"
 
 
 @dataclass(frozen=True)
-class Lab:
-    inventory: Path
+class Lab(InventoryLab):
     home: Path
-
-    @property
-    def data(self) -> dict[str, Any]:
-        loaded = yaml.safe_load(self.inventory.read_text(encoding="utf-8"))
-        assert isinstance(loaded, dict)
-        return loaded
 
     @property
     def pki(self) -> Path:
@@ -65,11 +56,6 @@ class Lab:
 
     def host(self, kind: str) -> str:
         return self.cp if kind == "cp" else self.worker
-
-    def run(self, host: str, command: str, stdin: str | None = None) -> str:
-        result = ssh_node(self.data, host, command, stdin=stdin)
-        assert result.returncode == 0, f"{host}: {command!r}: {result.stderr}"
-        return result.stdout
 
     def kubesmith(self, *args: str) -> subprocess.CompletedProcess[str]:
         return kubesmith(*args)

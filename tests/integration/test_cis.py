@@ -16,7 +16,6 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -24,7 +23,7 @@ import yaml
 from kubesmith.cis import benchmark as cis
 from kubesmith.cis.evaluate import Result, evaluate
 from kubesmith.cis.probe import NodeFile, parse_output, request_for
-from tests.integration.conftest import KUBESMITH, LxdHost, provisioned_lab, ssh_node
+from tests.integration.conftest import KUBESMITH, InventoryLab, LxdHost, provisioned_lab
 
 pytestmark = pytest.mark.integration
 
@@ -32,25 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
-class Lab:
-    inventory: dict[str, Any]
-    path: Path
-
-    @property
-    def control_planes(self) -> list[str]:
-        return list(self.inventory["all"]["children"]["kube_control_plane"]["hosts"])
-
-    @property
-    def hosts(self) -> list[str]:
-        return list(self.inventory["all"]["hosts"])
-
+class Lab(InventoryLab):
     def role(self, host: str) -> cis.Role:
         return "control_plane" if host in self.control_planes else "worker"
-
-    def run(self, host: str, command: str) -> str:
-        result = ssh_node(self.inventory, host, command, timeout=120)
-        assert result.returncode == 0, f"{host}: {command[:80]!r}: {result.stderr}"
-        return result.stdout
 
     def probe(self, host: str) -> dict[str, NodeFile]:
         return parse_output(self.run(host, request_for(cis.load(), self.role(host)).command()))
@@ -63,8 +46,7 @@ class Lab:
 def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     home = tmp_path_factory.mktemp("cis-home")
     with provisioned_lab(lxd_ready, home, control_planes=1, workers=1) as made:
-        inventory = yaml.safe_load(made.inventory_path.read_text(encoding="utf-8"))
-        yield Lab(inventory, made.inventory_path)
+        yield Lab(made.inventory_path)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +101,7 @@ def test_the_command_judges_every_node_through_ansible(lab: Lab) -> None:
     """`kubesmith cis check --inventory ... --json`: the same results; exit 0 when every item
     passes, 1 (naming the node) once one fails."""
     result = subprocess.run(
-        [KUBESMITH, "cis", "check", "--inventory", str(lab.path), "--json"],
+        [KUBESMITH, "cis", "check", "--inventory", str(lab.inventory), "--json"],
         capture_output=True, text=True, check=False, timeout=300,
         env={**os.environ, "KUBESMITH_PROJECT": str(REPO)},
     )  # fmt: skip
@@ -133,7 +115,7 @@ def test_the_command_judges_every_node_through_ansible(lab: Lab) -> None:
     lab.run(host, "chmod 0644 /etc/systemd/system/etcd.service")
     try:
         result = subprocess.run(
-            [KUBESMITH, "cis", "check", "--inventory", str(lab.path)],
+            [KUBESMITH, "cis", "check", "--inventory", str(lab.inventory)],
             capture_output=True, text=True, check=False, timeout=300,
             env={**os.environ, "KUBESMITH_PROJECT": str(REPO)},
         )  # fmt: skip

@@ -23,13 +23,11 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_node
+from tests.integration.conftest import InventoryLab, LxdHost, kubesmith, provisioned_lab
 
 pytestmark = pytest.mark.integration
 
@@ -38,28 +36,9 @@ PREFIX = "/kubesmith-test/remove/"
 
 
 @dataclass(frozen=True)
-class Lab:
+class Lab(InventoryLab):
     name: str
-    inventory: Path
     lxd: LxdHost
-
-    @property
-    def data(self) -> dict[str, Any]:
-        loaded = yaml.safe_load(self.inventory.read_text(encoding="utf-8"))
-        assert isinstance(loaded, dict)
-        return loaded
-
-    def hosts_in(self, group: str) -> list[str]:
-        return list(self.data["all"]["children"][group]["hosts"])
-
-    def ip(self, host: str) -> str:
-        return str(self.data["all"]["hosts"][host]["kubesmith_node_ip"])
-
-    def run(self, host: str, command: str, data: dict[str, Any] | None = None) -> str:
-        result = ssh_node(data or self.data, host, command)
-        if result.returncode != 0:
-            raise AssertionError(f"{host}: {command!r} exited {result.returncode}: {result.stderr}")
-        return result.stdout
 
     def drop_from_inventory(self, host: str) -> None:
         """What the runbook asks of the user after a removal: the host out of the file."""
@@ -78,7 +57,7 @@ def lab(lxd_ready: LxdHost, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         provisioned_lab(lxd_ready, home, control_planes=3, workers=1) as made,
     ):
         patch.setenv("KUBESMITH_QUIET", "1")
-        yield Lab(made.name, made.inventory_path, lxd_ready)
+        yield Lab(made.inventory_path, made.name, lxd_ready)
 
 
 def members(lab: Lab, host: str) -> list[str]:
@@ -160,13 +139,13 @@ def test_remove_control_plane(lab: Lab) -> None:
             host,
             f"grep -rlswF -e {gone_ip} -e {gone} /etc/kubernetes /etc/etcd /etc/haproxy "
             f"/etc/systemd/system || true; ip route | grep -w {gone_ip} || true",
-            before,
+            data=before,
         )
         assert found.strip() == "", f"{host} still names {gone}: {found}"
     unit = "/etc/systemd/system/kube-apiserver.service"
-    servers = lab.run(kept[0], f"grep -o 'etcd-servers=[^ ]*' {unit}", before)
+    servers = lab.run(kept[0], f"grep -o 'etcd-servers=[^ ]*' {unit}", data=before)
     assert servers.strip().count("https://") == 2
-    backends = lab.run(worker, "grep -c '^ *server ' /etc/haproxy/haproxy.cfg", before)
+    backends = lab.run(worker, "grep -c '^ *server ' /etc/haproxy/haproxy.cfg", data=before)
     assert backends.strip() == "2"
     # The controller forgot it (before anything below connects to it again).
     assert not (state / "pki" / "nodes" / gone).exists()
@@ -174,8 +153,8 @@ def test_remove_control_plane(lab: Lab) -> None:
     assert gone not in json.loads((state / "provisioned-hosts.json").read_text(encoding="utf-8"))
     assert gone_ip not in (state / "known_hosts").read_text(encoding="utf-8")
     # The node itself: reset, its etcd data gone.
-    assert lab.run(gone, "systemctl is-active etcd || true", before).strip() != "active"
-    data = lab.run(gone, "test -e /var/lib/etcd/member && echo kept || echo gone", before)
+    assert lab.run(gone, "systemctl is-active etcd || true", data=before).strip() != "active"
+    data = lab.run(gone, "test -e /var/lib/etcd/member && echo kept || echo gone", data=before)
     assert data.strip() == "gone"
 
     # Again (an interrupted removal is finished the same way): nothing left to do.

@@ -28,12 +28,10 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_node
+from tests.integration.conftest import InventoryLab, LxdHost, kubesmith, provisioned_lab
 
 pytestmark = pytest.mark.integration
 
@@ -166,34 +164,17 @@ print(json.dumps(found))
 
 
 @dataclass(frozen=True)
-class Lab:
-    inventory: Path
+class Lab(InventoryLab):
     #: host -> path -> {mode, owner, group, sha256 | kind}, recorded after provisioning.
     recorded: dict[str, dict[str, dict[str, str]]]
 
     @property
-    def data(self) -> dict[str, Any]:
-        loaded = yaml.safe_load(self.inventory.read_text(encoding="utf-8"))
-        assert isinstance(loaded, dict)
-        return loaded
-
-    @property
-    def hosts(self) -> list[str]:
-        return list(self.data["all"]["hosts"])
-
-    @property
     def control_plane(self) -> str:
-        return next(iter(self.data["all"]["children"]["kube_control_plane"]["hosts"]))
+        return self.control_planes[0]
 
     @property
     def worker(self) -> str:
         return next(h for h in self.hosts if h != self.control_plane)
-
-    def run(self, host: str, command: str, *, check: bool = True) -> str:
-        result = ssh_node(self.data, host, command)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{host}: {command!r} exited {result.returncode}: {result.stderr}")
-        return result.stdout
 
     def snapshot(self, host: str) -> dict[str, dict[str, str]]:
         command = "python3 -c {} {} {}".format(

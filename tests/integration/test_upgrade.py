@@ -28,8 +28,6 @@ import shlex
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -37,7 +35,7 @@ import yaml
 from kubesmith import versions
 from kubesmith.provision import flags
 from kubesmith.state import records
-from tests.integration.conftest import LxdHost, kubesmith, provisioned_lab, ssh_node
+from tests.integration.conftest import InventoryLab, LxdHost, kubesmith, provisioned_lab
 
 pytestmark = pytest.mark.integration
 
@@ -93,35 +91,15 @@ Snapshot = dict[str, tuple[str, int]]
 
 
 @dataclass(frozen=True)
-class Lab:
-    inventory: Path
+class Lab(InventoryLab):
     #: host -> snapshot after provisioning OLD.
     before: dict[str, Snapshot]
     #: control plane -> etcd's InvocationID and ActiveEnterTimestampMonotonic then.
     etcd: dict[str, str]
 
     @property
-    def data(self) -> dict[str, Any]:
-        loaded = yaml.safe_load(self.inventory.read_text(encoding="utf-8"))
-        assert isinstance(loaded, dict)
-        return loaded
-
-    @property
-    def control_planes(self) -> list[str]:
-        return list(self.data["all"]["children"]["kube_control_plane"]["hosts"])
-
-    @property
-    def workers(self) -> list[str]:
-        return [h for h in self.data["all"]["hosts"] if h not in self.control_planes]
-
-    @property
     def hosts(self) -> list[str]:
         return [*self.control_planes, *self.workers]
-
-    def run(self, host: str, command: str) -> str:
-        result = ssh_node(self.data, host, command)
-        assert result.returncode == 0, f"{host}: {command!r}: {result.stderr}"
-        return result.stdout
 
     def snapshot(self, host: str) -> Snapshot:
         command = f"python3 -c {shlex.quote(SNAPSHOT)} {shlex.quote(','.join(TREES))}"
