@@ -387,7 +387,8 @@ class InventoryLab:
 
     @property
     def workers(self) -> list[str]:
-        return [host for host in self.hosts if host not in self.control_planes]
+        control_planes = self.control_planes
+        return [str(host) for host in self.data["all"]["hosts"] if host not in control_planes]
 
     def ip(self, host: str) -> str:
         return str(self.data["all"]["hosts"][host]["kubesmith_node_ip"])
