@@ -81,21 +81,23 @@ def inventory(tmp_path: Path) -> Inventory:
         ["certs", "--renew"],
         ["reset", "--yes"],
         ["upgrade", "--no-kubernetes-binaries"],
+        ["node", "remove", "{worker}", "--yes"],
     ],
-    ids=["provision", "certs --renew", "reset", "upgrade"],
+    ids=["provision", "certs --renew", "reset", "upgrade", "node remove"],
 )
 def test_a_second_change_of_the_same_cluster_is_refused_naming_the_first(
     inventory: Inventory, args: list[str]
 ) -> None:
     target = for_inventory(inventory.path)
+    cp, worker = inventory.hostvars
     if args[0] == "certs":
         # A cluster with a certificate due, so that the renewal has something to change.
         cluster_pki(target).ensure(target.inventory.identities())
-        cp = next(iter(inventory.hostvars))
         make_due(target.pki_dir, cp, "apiserver", 5)
     if args[0] == "upgrade":
         # A cluster last provisioned one minor back: the upgrade has steps to run.
         (target.state_dir / VERSION_FILE).write_text("1.34.4\n", encoding="ascii")
+    args = [arg.format(worker=worker) for arg in args]
     files = {p: p.read_bytes() for p in target.state_dir.rglob("*") if p.is_file()}
     with held_elsewhere(target.state_dir) as holder:
         result = runner.invoke(app, [*args, "--inventory", str(inventory.path)])

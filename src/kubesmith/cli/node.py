@@ -62,24 +62,25 @@ def remove_command(
     """
     target = target_of(stack, inventory)
     removal.check_inventory(target.inventory, target.label, [name])  # before any node is asked
-    with reporter() as report:
-        report.phase(f"node remove {name}: checking {target.label}")
-        checked = removal.preflight(target, name)
-    question = (
-        f"Remove {name} from {target.label} for good: drain it, remove its etcd member, "
-        "reset it and forget its certificates, pod range and host key?"
-    )
-    if not confirmed(
-        f"remove {name}", question, yes=yes, interactive=_stdin_is_terminal(), ask=typer.confirm
-    ):
-        out.print("node remove cancelled; nothing was changed")
-        raise typer.Exit(1)
-
-    def say(line: str) -> None:
-        out.print(f"{name}: {line}", highlight=False)
-
-    # One change at a time: nothing else changes the cluster until the node is gone.
+    # One change at a time, from the checks on (held while asking, as Pulumi holds a stack's
+    # lock at its prompt): what was checked is what the steps find.
     with cluster_lock(target.state_dir, f"node remove {name}"):
+        with reporter() as report:
+            report.phase(f"node remove {name}: checking {target.label}")
+            checked = removal.preflight(target, name)
+        question = (
+            f"Remove {name} from {target.label} for good: drain it, remove its etcd member, "
+            "reset it and forget its certificates, pod range and host key?"
+        )
+        if not confirmed(
+            f"remove {name}", question, yes=yes, interactive=_stdin_is_terminal(), ask=typer.confirm
+        ):
+            out.print("node remove cancelled; nothing was changed")
+            raise typer.Exit(1)
+
+        def say(line: str) -> None:
+            out.print(f"{name}: {line}", highlight=False)
+
         with reporter() as report:
             report.phase(f"node remove {name}: drain, etcd member, reset")
             lines = removal.leave(target, checked)
