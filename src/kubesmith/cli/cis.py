@@ -15,9 +15,8 @@ from rich.markup import escape
 
 from kubesmith.cis.benchmark import load
 from kubesmith.cis.run import NodeReport, check_target
-from kubesmith.cli.cluster import InventoryOrNone
 from kubesmith.cli.console import out, progress
-from kubesmith.cli.options import OptionalStack, target_of
+from kubesmith.cli.options import OptionalInventory, OptionalStack, target_of
 from kubesmith.errors import KubesmithError
 from kubesmith.provision.recap import Progress
 
@@ -34,7 +33,7 @@ def register(root: typer.Typer) -> None:
 @app.command("check")
 def check(
     stack: str | None = OptionalStack,
-    inventory: Path | None = InventoryOrNone,
+    inventory: Path | None = OptionalInventory,
     as_json: bool = typer.Option(False, "--json", help="Every item of every node as JSON."),
 ) -> None:
     """Judge every node on each item of CIS 1.12 sections 1-4 that lives in its files and

@@ -24,7 +24,7 @@ from kubesmith.apps.images import images_of
 from kubesmith.apps.render import render_stack_apps
 from kubesmith.cli.certs_renew import renew_certs
 from kubesmith.cli.console import download_progress, err, out, progress
-from kubesmith.cli.options import OptionalStack, Stack, target_of
+from kubesmith.cli.options import OptionalInventory, OptionalStack, Stack, target_of
 from kubesmith.downloads import airgap, imagelock
 from kubesmith.downloads.download import Download
 from kubesmith.errors import KubesmithError, UserError
@@ -46,10 +46,6 @@ artifacts_app = typer.Typer(
 
 ArchOption = typer.Option(
     ["amd64"], "--arch", help="Node architecture (amd64, arm64); repeat for both."
-)
-StackOrNone = OptionalStack
-InventoryOrNone = typer.Option(
-    None, "--inventory", "-i", help="An inventory file instead of a stack (e.g. a lab's)."
 )
 SourceOverride = typer.Option(
     None,
@@ -224,7 +220,7 @@ def lock_command(
     )
 
 
-def smoke(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrNone) -> None:
+def smoke(stack: str | None = OptionalStack, inventory: Path | None = OptionalInventory) -> None:
     """Check a provisioned cluster end to end (playbooks/smoke.yml): nodes Ready, Secrets
     encrypted in etcd, a Deployment rolls out, port-forward, logs, exec, NodePort, DNS."""
     target = target_of(stack, inventory)
@@ -243,8 +239,8 @@ def smoke(stack: str | None = StackOrNone, inventory: Path | None = InventoryOrN
 
 
 def kubeconfig(
-    stack: str | None = StackOrNone,
-    inventory: Path | None = InventoryOrNone,
+    stack: str | None = OptionalStack,
+    inventory: Path | None = OptionalInventory,
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Where to write it (default: admin.conf in the state dir)."
     ),
@@ -261,8 +257,8 @@ def kubeconfig(
 
 
 def certs(
-    stack: str | None = StackOrNone,
-    inventory: Path | None = InventoryOrNone,
+    stack: str | None = OptionalStack,
+    inventory: Path | None = OptionalInventory,
     renew: bool = typer.Option(
         False,
         "--renew",
@@ -311,8 +307,8 @@ def certs(
 
 
 def status(
-    stack: str | None = StackOrNone,
-    inventory: Path | None = InventoryOrNone,
+    stack: str | None = OptionalStack,
+    inventory: Path | None = OptionalInventory,
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
     """Each node: reachable, its services, installed versions, its etcd member; the soonest

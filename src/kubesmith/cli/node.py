@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from kubesmith.cli.console import err, out, progress, reporter
-from kubesmith.cli.options import OptionalStack, confirmed, target_of
+from kubesmith.cli.options import OptionalInventory, OptionalStack, confirmed, target_of
 from kubesmith.local.shares import attach_for
 from kubesmith.provision import removal
 from kubesmith.provision.provisioner import Options, provision
@@ -48,9 +48,7 @@ def _run(target: Target, options: Options, title: str) -> RunResult:
 def remove_command(
     name: str = typer.Argument(..., help="The node (its inventory host name)."),
     stack: str | None = OptionalStack,
-    inventory: Path | None = typer.Option(
-        None, "--inventory", "-i", help="An inventory file instead of a stack (e.g. a lab's)."
-    ),
+    inventory: Path | None = OptionalInventory,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; needed without a terminal."),
 ) -> None:
     """Remove a node for good: drain it and delete its Node object (when the API answers),

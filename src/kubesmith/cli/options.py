@@ -20,6 +20,13 @@ def stack_option(default: Any = ..., help: str = "Stack name (reads Pulumi.<stac
 Stack = stack_option()
 OptionalStack = stack_option(None, "Stack name (its inventory and PKI).")
 LocalStack = stack_option("local")
+#: ``--inventory/-i``: the other way to name a target (see target_of).
+OptionalInventory = typer.Option(
+    None,
+    "--inventory",
+    "-i",
+    help="An inventory file instead of a stack (e.g. a lab's); PKI and run data live beside it.",
+)
 
 
 def target_of(stack: str | None, inventory: Path | None) -> targets.Target:

@@ -10,7 +10,7 @@ from typing import Literal
 import typer
 
 from kubesmith.cli.console import err, out, progress
-from kubesmith.cli.options import OptionalStack, target_of
+from kubesmith.cli.options import OptionalInventory, OptionalStack, target_of
 from kubesmith.errors import UserError
 from kubesmith.local.shares import attach_for
 from kubesmith.provision import scope, upgrade
@@ -24,13 +24,6 @@ from kubesmith.state import records
 
 etcd_app = typer.Typer(help="etcd backups: snapshot now, restore a snapshot.", no_args_is_help=True)
 
-StackOption = OptionalStack
-InventoryOption = typer.Option(
-    None,
-    "--inventory",
-    "-i",
-    help="An inventory file instead of a stack (e.g. a lab's); PKI and run data live beside it.",
-)
 SourceOption = typer.Option(
     None,
     "--source",
@@ -121,8 +114,8 @@ def _tags(tags: list[str]) -> list[str]:
 
 
 def provision_command(
-    stack: str | None = StackOption,
-    inventory: Path | None = InventoryOption,
+    stack: str | None = OptionalStack,
+    inventory: Path | None = OptionalInventory,
     tags: list[str] = typer.Option(
         [], "--tags", "-t", help=f"Only these parts: {', '.join(TAGS)} (comma separated)."
     ),
@@ -192,8 +185,8 @@ def _upgrade(target: targets.Target, plan: upgrade.Plan, extravars: dict[str, bo
 
 
 def upgrade_command(
-    stack: str | None = StackOption,
-    inventory: Path | None = InventoryOption,
+    stack: str | None = OptionalStack,
+    inventory: Path | None = OptionalInventory,
     to: str | None = typer.Option(
         None,
         "--to",
@@ -248,8 +241,8 @@ def upgrade_command(
 
 @etcd_app.command("snapshot")
 def snapshot_command(
-    stack: str | None = StackOption,
-    inventory: Path | None = InventoryOption,
+    stack: str | None = OptionalStack,
+    inventory: Path | None = OptionalInventory,
     dest: Path | None = typer.Option(
         None, "--dest", help="Directory for the copy (default: <state dir>/etcd-snapshots)."
     ),
@@ -273,8 +266,8 @@ def snapshot_command(
 @etcd_app.command("restore")
 def restore_command(
     snapshot: Path = typer.Option(..., "--snapshot", help="Snapshot file on this machine."),
-    stack: str | None = StackOption,
-    inventory: Path | None = InventoryOption,
+    stack: str | None = OptionalStack,
+    inventory: Path | None = OptionalInventory,
 ) -> None:
     """Restore every etcd member from SNAPSHOT (the old data directories are kept aside)."""
     if not snapshot.is_file():

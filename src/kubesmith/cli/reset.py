@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from kubesmith.cli.console import out, progress
-from kubesmith.cli.options import OptionalStack, confirmed, target_of
+from kubesmith.cli.options import OptionalInventory, OptionalStack, confirmed, target_of
 from kubesmith.provision.recap import Progress, recap_table
 from kubesmith.provision.reset import reset, reset_hosts
 
@@ -57,9 +57,7 @@ def confirm_reset(
 
 def reset_command(
     stack: str | None = OptionalStack,
-    inventory: Path | None = typer.Option(
-        None, "--inventory", "-i", help="An inventory file instead of a stack (e.g. a lab's)."
-    ),
+    inventory: Path | None = OptionalInventory,
     limit: str | None = typer.Option(
         None, "--limit", "-l", help="Only these hosts (names, groups or an Ansible pattern)."
     ),
