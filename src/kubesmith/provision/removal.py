@@ -290,9 +290,8 @@ def update_others(target: Target, name: str, run: RunOne, say: Callable[[str], N
     after = remaining_inventory(target, name)
     runs = follower_runs(target.inventory, after.inventory, name)
     # The Kubernetes binaries as the cluster was last provisioned with (a lab may run without).
-    last = records.last_run(target.state_dir) or {}
-    binaries = last.get("kubernetes_binaries")
-    extravars = {BINARIES_VAR: binaries} if isinstance(binaries, bool) else {}
+    binaries = records.last_binaries(target.state_dir)
+    extravars = {} if binaries is None else {BINARIES_VAR: binaries}
     if runs.full:
         say(f"provisioning {', '.join(runs.full)} in full: their groups changed")
         options = Options(limit=",".join(runs.full), extravars=extravars)

@@ -308,8 +308,7 @@ def _renew(
             on_event(event)
 
     # Install nothing new: the run keeps whether the last one had the Kubernetes binaries.
-    binaries = (records.last_run(target.state_dir) or {}).get("kubernetes_binaries")
-    known = binaries if isinstance(binaries, bool) else None
+    known = records.last_binaries(target.state_dir)
     outcome = None
     if hosts or everywhere:
         options = Options(

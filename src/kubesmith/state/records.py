@@ -128,9 +128,7 @@ def record_run(
     """Keep how the last provisioning run ended (``kubernetes_binaries`` None: a run of the
     node base only, which keeps the earlier run's value)."""
     if kubernetes_binaries is None:
-        earlier = last_run(state) or {}
-        kept = earlier.get("kubernetes_binaries")
-        kubernetes_binaries = kept if isinstance(kept, bool) else None
+        kubernetes_binaries = last_binaries(state)
     document = {
         "finished": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
         "ok": ok,
@@ -149,3 +147,10 @@ def last_run(state: Path) -> Mapping[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return found if isinstance(found, dict) else None
+
+
+def last_binaries(state: Path) -> bool | None:
+    """Whether the last run that decided it installed the Kubernetes binaries; None when no
+    run did (later runs that must not install anything new keep this)."""
+    kept = (last_run(state) or {}).get("kubernetes_binaries")
+    return kept if isinstance(kept, bool) else None
