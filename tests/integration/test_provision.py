@@ -38,7 +38,7 @@ from kubesmith.local.image import stack_node_base
 from kubesmith.provision.provisioner import Options, provision
 from kubesmith.provision.target import for_inventory
 from kubesmith.state.podcidr import ALLOCATIONS_FILE
-from tests.integration.conftest import KUBESMITH, LxdHost, provisioned_lab, unique_name
+from tests.integration.conftest import KUBESMITH, LxdHost, provisioned_lab, ssh_node, unique_name
 from tests.integration.conftest import kubesmith as run_cli
 
 pytestmark = pytest.mark.integration
@@ -79,14 +79,8 @@ class LabNodes:
         self, host: str, command: str, *, check: bool = True, stdin: bytes | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run a shell command line on ``host`` as root over SSH."""
-        result = subprocess.run(
-            [*self.ssh_args(), f"root@{self.ip(host)}", command],
-            input=stdin.decode("latin-1") if stdin is not None else None,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=180,
-        )
+        text = stdin.decode("latin-1") if stdin is not None else None
+        result = ssh_node(self.data, host, command, stdin=text)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{host}: {command!r} exited {result.returncode}: {result.stderr.strip()}"
